@@ -1,0 +1,281 @@
+"""``edge-agent``: the command a technician or a gateway's service manager runs.
+
+A thin layer over :mod:`edge_agent.keys`, :mod:`edge_agent.buffer` and
+:mod:`edge_agent.agent`: everything here can also be done from Python.
+Errors a person can fix (a readable key, a bad config, a tampered buffer) are
+printed as one clear line on stderr with a non-zero exit code, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from edge_agent import __version__
+from edge_agent.agent import Agent, open_buffer
+from edge_agent.buffer import EdgeBufferError
+from edge_agent.buffer_schema import SchemaError
+from edge_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from edge_agent.files import write_atomic
+from edge_agent.keys import (
+    PASSPHRASE_ENV,
+    KeyFileError,
+    generate_key_file,
+    key_file_info,
+    load_signer,
+    passphrase_from_env,
+)
+from protocols.batch import encode_batch
+from protocols.errors import ReadError
+from protocols.signing import load_public_key, public_key_pem, public_key_raw_b64
+
+app = typer.Typer(
+    name="edge-agent",
+    help=(
+        "meterhub edge agent: reads meters on a gateway or a technician's handheld, signs "
+        "every read the moment it is taken, keeps it in a durable local buffer, and hands "
+        "it to the hub until the hub acknowledges it."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(
+    help="The collector's Ed25519 signing key: create it, show its id, export the public half.",
+    no_args_is_help=True,
+)
+buffer_app = typer.Typer(
+    help="The local buffer of signed reads: verify its chain, export reads to carry to the hub.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(buffer_app, name="buffer")
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("edge_agent")
+
+KeyOption = Annotated[
+    Path,
+    typer.Option("--key", envvar="METERHUB_EDGE_KEY", help="Private key file (PEM, mode 0600)."),
+]
+PassphraseEnvOption = Annotated[
+    str,
+    typer.Option(
+        "--passphrase-env",
+        help="Name of the environment variable holding the key's passphrase; the key is "
+        "encrypted when it is set.",
+    ),
+]
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar=CONFIG_ENV, help="Agent configuration file (TOML)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"edge-agent {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "warning",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn errors a person can fix into one line on stderr and exit code 1 or 2.
+
+    At a terminal the line is styled for a person; under a service manager it is
+    a log record, so it lands in the journal with a timestamp. Never both.
+    """
+    try:
+        yield
+    except (ConfigError, KeyFileError, SchemaError) as exc:
+        _report(exc, "error")
+        raise typer.Exit(2) from None
+    except (EdgeBufferError, ReadError) as exc:
+        _report(exc, type(exc).__name__)
+        raise typer.Exit(1) from None
+
+
+def _report(exc: Exception, label: str) -> None:
+    if err.is_terminal:
+        err.print(f"[red]{label}:[/red] {exc}", highlight=False)
+    else:
+        log.error("%s: %s", label, exc)
+
+
+# --- keys -----------------------------------------------------------------------
+
+
+@keys_app.command("generate")
+def keys_generate(
+    key: KeyOption = Path("collector.key"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+) -> None:
+    """Create a new signing key, readable by its owner only (mode 0600)."""
+    with _user_errors():
+        signer = generate_key_file(
+            key, passphrase=passphrase_from_env(passphrase_env), overwrite=force
+        )
+    out.print(f"wrote {key} (mode 0600)")
+    out.print(f"key_id {signer.key_id}")
+    out.print("enrol the public key with the hub: edge-agent keys export-public", style="dim")
+
+
+@keys_app.command("show")
+def keys_show(
+    key: KeyOption = Path("collector.key"),
+    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+) -> None:
+    """Show a key's id, file mode, encryption and public key."""
+    with _user_errors():
+        info = key_file_info(key, passphrase=passphrase_from_env(passphrase_env))
+    table = Table(show_header=False, box=None)
+    table.add_row("file", str(info.path))
+    table.add_row("mode", stat.filemode(info.mode | stat.S_IFREG))
+    table.add_row("encrypted", "yes" if info.encrypted else "no")
+    table.add_row("key_id", info.key_id)
+    table.add_row("public key", public_key_raw_b64(info.public_key))
+    out.print(table)
+
+
+@keys_app.command("export-public")
+def keys_export_public(
+    key: KeyOption = Path("collector.key"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of standard output.")
+    ] = None,
+    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+) -> None:
+    """Print the public key (PEM) to enrol this collector with the hub."""
+    with _user_errors():
+        signer = load_signer(key, passphrase=passphrase_from_env(passphrase_env))
+    pem = public_key_pem(signer.public_key)
+    if out_file is None:
+        sys.stdout.write(pem.decode("ascii"))
+    else:
+        write_atomic(out_file, pem)
+        err.print(f"wrote public key {signer.key_id} to {out_file}")
+
+
+# --- status and buffer ----------------------------------------------------------------
+
+
+def _config(path: Path) -> AgentConfig:
+    with _user_errors():
+        return load_config(path)
+
+
+@app.command("status")
+def status(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Show the buffer: chain tip, unacked depth, budget used, oldest unacked read."""
+    cfg = _config(config)
+    with _user_errors(), open_buffer(cfg) as buffer:
+        stats = buffer.stats()
+    table = Table(title=f"edge-agent {cfg.collector}", show_header=False)
+    table.add_row("buffer", str(cfg.buffer.path))
+    table.add_row("last seq", str(stats.last_seq))
+    table.add_row("acked through", str(stats.acked_through))
+    table.add_row("unacked (depth)", str(stats.pending))
+    table.add_row("reads held", str(stats.held))
+    table.add_row(
+        "budget used",
+        f"{stats.stored_bytes / 2**20:.1f} of {stats.budget_bytes / 2**20:.1f} MiB "
+        f"({100 * stats.stored_bytes / stats.budget_bytes:.1f}%)",
+    )
+    table.add_row(
+        "oldest unacked",
+        stats.oldest_unacked_at.isoformat() if stats.oldest_unacked_at else "none",
+    )
+    out.print(table)
+
+
+@buffer_app.command("verify")
+def buffer_verify(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="Verify against this public key (PEM) instead of "
+                                          "the keys recorded in the buffer."),
+    ] = None,
+) -> None:
+    """Verify every held read's signature and the hash chain from end to end."""
+    cfg = _config(config)
+    with _user_errors(), open_buffer(cfg) as buffer:
+        keys = load_public_key(public_key.read_bytes()) if public_key else None
+        total = buffer.stats().held
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=err, transient=True,
+        ) as progress:
+            task = progress.add_task("verifying", total=total)
+            count = buffer.verify(keys, progress=lambda done: progress.update(task, completed=done))
+        tip = buffer.tip()
+    out.print(f"[green]ok[/green]: {count} reads verified, chain intact through seq {tip.seq}")
+
+
+@buffer_app.command("export")
+def buffer_export(
+    out_file: Annotated[Path, typer.Option("--out", help="Batch file to write.")],
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    from_seq: Annotated[
+        int | None, typer.Option("--from-seq", help="First seq (default: first unacked).")
+    ] = None,
+) -> None:
+    """Write held reads as a batch file the hub verifies (`meterhub verify`)."""
+    cfg = _config(config)
+    with _user_errors(), open_buffer(cfg) as buffer:
+        start = from_seq if from_seq is not None else buffer.tip_acked() + 1
+        sealed = list(buffer.reads(from_seq=start))
+    if not sealed:
+        err.print("nothing to export")
+        raise typer.Exit(1)
+    write_atomic(out_file, encode_batch(cfg.collector, sealed))
+    out.print(f"wrote {len(sealed)} reads (seq {sealed[0].seq}–{sealed[-1].seq}) to {out_file}")
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Run the agent until stopped (SIGTERM or Ctrl-C); refuses to start on any unsafe setup."""
+    cfg = _config(config)
+    with _user_errors():
+        agent = Agent.start(cfg)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"edge-agent {cfg.collector} running (key {agent.signer.key_id})")
+    try:
+        agent.run(stop)
+    finally:
+        agent.close()
