@@ -38,8 +38,9 @@ from edge_agent.keys import (
     load_signer,
     passphrase_from_env,
 )
-from protocols.batch import encode_batch
+from protocols.batch import MAX_BATCH_READS, encode_batch
 from protocols.errors import ReadError
+from protocols.logs import configure_logging
 from protocols.signing import load_public_key, public_key_pem, public_key_raw_b64
 
 app = typer.Typer(
@@ -101,34 +102,20 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level, err)
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn errors a person can fix into one line on stderr and exit code 1 or 2.
-
-    At a terminal the line is styled for a person; under a service manager it is
-    a log record, so it lands in the journal with a timestamp. Never both.
-    """
+    """Turn errors a person can fix into one log line and exit code 1 or 2, no traceback."""
     try:
         yield
     except (ConfigError, KeyFileError, SchemaError) as exc:
-        _report(exc, "error")
+        log.error("%s", exc)
         raise typer.Exit(2) from None
     except (EdgeBufferError, ReadError) as exc:
-        _report(exc, type(exc).__name__)
+        log.error("%s: %s", type(exc).__name__, exc)
         raise typer.Exit(1) from None
-
-
-def _report(exc: Exception, label: str) -> None:
-    if err.is_terminal:
-        err.print(f"[red]{label}:[/red] {exc}", highlight=False)
-    else:
-        log.error("%s: %s", label, exc)
 
 
 # --- keys -----------------------------------------------------------------------
@@ -249,17 +236,23 @@ def buffer_export(
     from_seq: Annotated[
         int | None, typer.Option("--from-seq", help="First seq (default: first unacked).")
     ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_READS, help="Reads per batch.")
+    ] = 1000,
 ) -> None:
-    """Write held reads as a batch file the hub verifies (`meterhub verify`)."""
+    """Write held reads as a batch file, one batch per line, for `meterhub verify`."""
     cfg = _config(config)
     with _user_errors(), open_buffer(cfg) as buffer:
         start = from_seq if from_seq is not None else buffer.tip_acked() + 1
         sealed = list(buffer.reads(from_seq=start))
     if not sealed:
-        err.print("nothing to export")
+        log.error("nothing to export from seq %d", start)
         raise typer.Exit(1)
-    write_atomic(out_file, encode_batch(cfg.collector, sealed))
-    out.print(f"wrote {len(sealed)} reads (seq {sealed[0].seq}–{sealed[-1].seq}) to {out_file}")
+    lines = [encode_batch(cfg.collector, sealed[i:i + batch_size])
+             for i in range(0, len(sealed), batch_size)]
+    write_atomic(out_file, b"\n".join(lines) + b"\n")
+    out.print(f"wrote {len(sealed)} reads (seq {sealed[0].seq}–{sealed[-1].seq}) to {out_file} "
+              f"as {len(lines)} batches")
 
 
 # --- run ------------------------------------------------------------------------------

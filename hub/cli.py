@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,8 @@ from rich.table import Table
 from hub.verify_file import verify_batch_file
 from protocols.chain import ChainTip
 from protocols.errors import ReadError
+from protocols.logs import configure_logging
+from protocols.scalars import format_instant
 from protocols.signing import PublicKeyError, load_public_key
 
 app = typer.Typer(
@@ -38,10 +39,7 @@ def main(
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
 ) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level, err)
 
 
 @app.command("verify")
@@ -60,15 +58,13 @@ def verify(
     try:
         key = load_public_key(public_key.read_bytes())
     except PublicKeyError as exc:
-        err.print(f"[red]error:[/red] {public_key}: {exc}", highlight=False)
+        log.error("%s: %s", public_key, exc)
         raise typer.Exit(2) from None
     after = ChainTip(after_seq, after_hash) if after_seq is not None and after_hash else None
     try:
         result = verify_batch_file(batch_file, key, after=after)
     except ReadError as exc:
-        log.error("%s rejected: %s: %s", batch_file, type(exc).__name__, exc)
-        err.print(f"[red]rejected[/red] {batch_file}: [bold]{type(exc).__name__}[/bold] "
-                  f"({exc.reason}): {exc}", highlight=False)
+        log.error("rejected %s: %s (%s): %s", batch_file, type(exc).__name__, exc.reason, exc)
         raise typer.Exit(1) from None
     table = Table(title=f"{batch_file.name}: verified", show_header=False)
     table.add_row("collector", result.collector)
@@ -77,6 +73,6 @@ def verify(
     table.add_row("chain", "anchored" if result.anchored else
                   f"checked from seq {result.first_seq} (earlier reads not in the file)")
     table.add_row("meters", str(result.meters))
-    table.add_row("read times", f"{result.first_read_at.isoformat()} … "
-                                f"{result.last_read_at.isoformat()}")
+    table.add_row("read times", f"{format_instant(result.first_read_at)} … "
+                                f"{format_instant(result.last_read_at)}")
     out.print(table)

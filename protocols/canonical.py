@@ -76,11 +76,12 @@ def encode_chained(
     clock = reading.clock
     offset = "null" if clock.meter_offset_s is None else f'"{format_decimal(clock.meter_offset_s)}"'
     flags = ",".join(f'"{flag}"' for flag in reading.flags)
-    values = ",".join(
-        f'"{name}":{{"obis":{_optional(register.obis)},"unit":{encode_basestring(register.unit)},'
-        f'"value":"{format_decimal(register.value)}"}}'
-        for name, register in reading.values.items()
-    )
+    prefixes = _REGISTER_PREFIXES
+    values = ",".join([
+        f'{prefixes.get((name, r.obis, r.unit)) or _register_prefix(name, r.obis, r.unit)}'
+        f'{format_decimal(r.value)}"}}'
+        for name, r in reading.values.items()
+    ])
     synced = "true" if clock.ntp_synced else "false"
     return (
         f'{{"clock":{{"meter_offset_s":{offset},"ntp_synced":{synced}}},'
@@ -96,6 +97,21 @@ def encode_chained(
         f'"v":{READ_FORMAT_VERSION},'
         f'"values":{{{values}}}}}'
     ).encode()
+
+
+_REGISTER_PREFIXES: dict[tuple[str, str | None, str], str] = {}
+"""Encoded ``"name":{"obis":…,"unit":…,"value":"`` per register definition. A fleet has a
+handful of register definitions repeated in every poll, so this stays small; it is
+cleared if it ever grows past a bound, so hostile input cannot grow it without limit."""
+_MAX_REGISTER_PREFIXES = 4096
+
+
+def _register_prefix(name: str, obis: str | None, unit: str) -> str:
+    if len(_REGISTER_PREFIXES) >= _MAX_REGISTER_PREFIXES:
+        _REGISTER_PREFIXES.clear()
+    prefix = f'"{name}":{{"obis":{_optional(obis)},"unit":{encode_basestring(unit)},"value":"'
+    _REGISTER_PREFIXES[(name, obis, unit)] = prefix
+    return prefix
 
 
 def _optional(text: str | None) -> str:

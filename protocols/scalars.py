@@ -42,7 +42,8 @@ def normalize_decimal(value: Decimal) -> Decimal:
 
 def format_decimal(value: Decimal) -> str:
     """Positional notation, no exponent, trailing zeros kept: ``Decimal('1E+3')`` → ``'1000'``."""
-    return format(value, "f")
+    text = str(value)  # C-fast, and already positional unless it chose an exponent
+    return format(value, "f") if "E" in text else text
 
 
 def parse_decimal(text: str) -> Decimal:
@@ -70,12 +71,9 @@ def normalize_instant(value: datetime) -> datetime:
 
 
 def format_instant(value: datetime) -> str:
-    """``2026-11-23T19:41:00.123Z`` for a normalised instant."""
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}."
-        f"{value.microsecond // 1000:03d}Z"
-    )
+    """``2026-11-23T19:41:00.123Z`` for an instant made by :func:`normalize_instant`."""
+    # isoformat is C; a normalised instant always ends in "+00:00", replaced by "Z".
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_instant(text: str) -> datetime:

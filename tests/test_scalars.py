@@ -88,3 +88,17 @@ def test_parsers_raise_only_scalar_errors(text):
 
 def test_utc_instant_stays_utc():
     assert normalize_instant(datetime(2026, 1, 1, tzinfo=UTC)).tzinfo is UTC
+
+
+@given(decimals)
+def test_fast_decimal_format_equals_positional_format(value):
+    value = normalize_decimal(value)
+    assert format_decimal(value) == format(value, "f")
+
+
+@given(instants)
+def test_fast_instant_format_equals_the_spelled_out_form(value):
+    value = normalize_instant(value)
+    spelled = (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+               f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")
+    assert format_instant(value) == spelled
