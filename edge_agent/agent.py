@@ -22,6 +22,9 @@ from protocols.signing import Signer
 
 log = logging.getLogger(__name__)
 
+BUDGET_ALARM_SHARE = 0.9
+"""Warn operators well before BufferFull starts refusing reads."""
+
 
 @dataclass
 class Agent:
@@ -53,12 +56,18 @@ class Agent:
     def housekeeping(self) -> None:
         pruned = self.buffer.prune()
         stats = self.buffer.stats()
+        used = stats.stored_bytes / stats.budget_bytes
         log.info(
             "buffer: seq %d, %d unacked, %d held, %.1f%% of budget%s",
-            stats.last_seq, stats.pending, stats.held,
-            100 * stats.stored_bytes / stats.budget_bytes,
+            stats.last_seq, stats.pending, stats.held, 100 * used,
             f", pruned {pruned}" if pruned else "",
         )
+        if used >= BUDGET_ALARM_SHARE:
+            log.warning(
+                "ALARM buffer at %.0f%% of its budget with %d unacked reads (oldest %s): "
+                "the hub is not acking; reads will be refused when it is full",
+                100 * used, stats.pending, stats.oldest_unacked_at,
+            )
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""

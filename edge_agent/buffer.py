@@ -26,6 +26,7 @@ import logging
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ from protocols.chain import (
     verify_chain,
     verify_read,
 )
-from protocols.errors import ChainError
+from protocols.errors import ChainError, MalformedReadError
 from protocols.read import COLLECTOR_RE, Reading
 from protocols.signing import Signer, load_public_key, public_key_pem
 
@@ -59,6 +60,8 @@ DEFAULT_MIN_FREE_BYTES = 32 * 1024 * 1024
 ROW_OVERHEAD_BYTES = 16
 """Per-row cost in SQLite beyond the blobs (rowid, cell header, pointer), for the budget."""
 VERIFY_CHUNK = 2000
+OPEN_TIMEOUT_S = 30
+"""How long to wait for another process's write transaction before giving up."""
 
 
 class EdgeBufferError(Exception):
@@ -127,10 +130,10 @@ class EdgeBuffer:
         self._clock = clock
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=OPEN_TIMEOUT_S, check_same_thread=False)
         self.db = Database(conn)
         try:
-            self.db.enable_wal()
+            self._enable_wal()
             self.db.execute("PRAGMA synchronous = FULL")  # a commit survives a power cut
             migrate(self.db)
             self._bind_collector()
@@ -192,7 +195,7 @@ class EdgeBuffer:
                 "SELECT seq, data, sig FROM reads WHERE seq > ? ORDER BY seq LIMIT ?",
                 (start, limit),
             ).fetchall()
-        return [SealedRead(*row) for row in rows]
+        return [self._sealed(row) for row in rows]
 
     def ack(self, through_seq: int) -> int:
         """Record that the hub durably holds every read ≤ ``through_seq``.
@@ -205,6 +208,8 @@ class EdgeBuffer:
                 "SELECT last_seq, acked_through FROM chain WHERE id = 1"
             ).fetchone()
             if through_seq > last_seq:
+                log.error("ack through seq %d beyond %s's last read %d", through_seq,
+                          self.collector, last_seq)
                 raise AckError(
                     f"hub acked through seq {through_seq}, but {self.collector}'s last read is "
                     f"seq {last_seq}: the hub holds reads this buffer never made"
@@ -264,7 +269,7 @@ class EdgeBuffer:
             if not rows:
                 return
             for row in rows:
-                yield SealedRead(*row)
+                yield self._sealed(row)
             seq = rows[-1][0]
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -327,7 +332,7 @@ class EdgeBuffer:
             ).fetchone()
         if row is None:
             return
-        newest = SealedRead(*row)
+        newest = self._sealed(row)
         if newest.seq != tip.seq or read_hash(newest.data) != tip.hash:
             raise ChainError(
                 f"the newest held read (seq {newest.seq}) is not the recorded tip "
@@ -358,6 +363,38 @@ class EdgeBuffer:
         verify_chain((s.signed for s in batch), keys, collector=self.collector, after=tip)
         return ChainTip(batch[-1].seq, read_hash(batch[-1].data))
 
+    def _enable_wal(self) -> None:
+        """Switch the file to WAL, waiting out another process doing the same.
+
+        The switch needs an exclusive lock taken while holding a shared one, so
+        SQLite answers "locked" at once instead of waiting for the busy timeout
+        when two processes open a new buffer together (the agent and a
+        technician's ``edge-agent status``, say). Retry for as long as the
+        busy timeout would have waited.
+        """
+        deadline = time.monotonic() + OPEN_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                self.db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _sealed(self, row: tuple[object, object, object]) -> SealedRead:
+        """A stored row as a read, refusing rows whose types were changed outside the agent."""
+        seq, data, sig = row
+        if not isinstance(data, bytes) or not isinstance(sig, bytes):
+            raise MalformedReadError(
+                f"stored read is {type(data).__name__}/{type(sig).__name__}, not bytes: "
+                "the buffer was altered outside the agent",
+                collector=self.collector, seq=seq if isinstance(seq, int) else None,
+            )
+        return SealedRead(seq, data, sig)  # type: ignore[arg-type]
+
     def _tip_and_size(self) -> tuple[ChainTip, int]:
         last_seq, last_hash, stored_bytes = self.db.execute(
             "SELECT last_seq, last_hash, stored_bytes FROM chain WHERE id = 1"
@@ -381,6 +418,7 @@ class EdgeBuffer:
     def _check_free_disk(self) -> None:
         free = shutil.disk_usage(self.path.parent).free
         if free < self.min_free_bytes:
+            log.error("ALARM buffer full: %s has %d bytes free", self.path.parent, free)
             raise BufferFull(
                 f"{self.path.parent} has {free} bytes free, below the {self.min_free_bytes} "
                 "bytes kept in reserve; free disk space"
@@ -401,6 +439,8 @@ class EdgeBuffer:
             if freed >= excess:
                 break
         if freed < excess:
+            log.error("ALARM buffer full: %s holds %d of %d budgeted bytes, all unacked beyond "
+                      "seq %d", self.collector, stored_bytes, self.budget_bytes, self.tip_acked())
             raise BufferFull(
                 f"{self.collector}'s buffer holds {stored_bytes} of {self.budget_bytes} "
                 f"budgeted bytes and a batch of {incoming} bytes does not fit even after "

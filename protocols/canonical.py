@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
-from decimal import Decimal
 from json.encoder import encode_basestring  # the C-accelerated escaper json.dumps uses
 from typing import Any
 
@@ -35,9 +33,15 @@ from protocols.errors import (
     NonCanonicalError,
     ReadError,
 )
-from protocols.read import READ_FORMAT_VERSION, ClockQuality, Read, Reading, RegisterValue
+from protocols.read import (
+    READ_FORMAT_VERSION,
+    ClockQuality,
+    Read,
+    Reading,
+    RegisterValue,
+    scalar_field,
+)
 from protocols.scalars import (
-    ScalarError,
     format_decimal,
     format_instant,
     parse_decimal,
@@ -203,8 +207,8 @@ def _read_from_object(raw: dict[str, Any]) -> Read:
         )
     return Read(
         meter=raw["meter"],
-        read_at=_instant(raw["read_at"], "read_at"),
-        collected_at=_instant(raw["collected_at"], "collected_at"),
+        read_at=scalar_field(parse_instant, raw["read_at"], "read_at"),
+        collected_at=scalar_field(parse_instant, raw["collected_at"], "collected_at"),
         clock=_clock(raw["clock"]),
         source=_string(raw["source"], "source"),
         values=_values(raw["values"]),
@@ -241,27 +245,14 @@ def _string(value: object, field: str) -> str:
     return value
 
 
-def _instant(value: object, field: str) -> datetime:
-    try:
-        return parse_instant(value)  # type: ignore[arg-type]
-    except ScalarError as exc:
-        raise InvalidFieldError(str(exc), field=field) from None
-
-
-def _decimal(value: object, field: str) -> Decimal:
-    try:
-        return parse_decimal(value)  # type: ignore[arg-type]
-    except ScalarError as exc:
-        raise InvalidFieldError(str(exc), field=field) from None
-
-
 def _clock(raw: object) -> ClockQuality:
     _expect_fields(raw, CLOCK_FIELDS, "clock")
     assert isinstance(raw, dict)
     offset = raw["meter_offset_s"]
     return ClockQuality(
         ntp_synced=raw["ntp_synced"],
-        meter_offset_s=None if offset is None else _decimal(offset, "clock.meter_offset_s"),
+        meter_offset_s=None if offset is None
+        else scalar_field(parse_decimal, offset, "clock.meter_offset_s"),
     )
 
 
@@ -274,7 +265,7 @@ def _values(raw: object) -> Mapping[str, RegisterValue]:
         _expect_fields(register, REGISTER_FIELDS, path)
         try:
             registers[name] = RegisterValue(
-                value=_decimal(register["value"], f"{path}.value"),
+                value=scalar_field(parse_decimal, register["value"], f"{path}.value"),
                 unit=register["unit"],
                 obis=register["obis"],
             )

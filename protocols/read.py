@@ -25,13 +25,13 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from protocols.errors import InvalidFieldError
 from protocols.scalars import ScalarError, normalize_decimal, normalize_instant
@@ -51,6 +51,7 @@ OBIS_RE = re.compile(
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 KEY_ID_RE = re.compile(r"[0-9a-f]{32}")
 MAX_SEQ = 2**63 - 1
+T = TypeVar("T")
 
 
 class Source(StrEnum):
@@ -174,18 +175,20 @@ def _check(value: object, pattern: re.Pattern[str], name: str, expected: str) ->
         raise InvalidFieldError(f"{value!r} is not {expected}", field=name)
 
 
-def _decimal(value: object, name: str) -> Decimal:
+def scalar_field(convert: Callable[[Any], T], value: object, field: str) -> T:
+    """``convert(value)``, with a :class:`ScalarError` reported as an error on ``field``."""
     try:
-        return normalize_decimal(value)  # type: ignore[arg-type]
+        return convert(value)
     except ScalarError as exc:
-        raise InvalidFieldError(str(exc), field=name) from None
+        raise InvalidFieldError(str(exc), field=field) from None
+
+
+def _decimal(value: object, name: str) -> Decimal:
+    return scalar_field(normalize_decimal, value, name)
 
 
 def _instant(value: object, name: str) -> datetime:
-    try:
-        return normalize_instant(value)  # type: ignore[arg-type]
-    except ScalarError as exc:
-        raise InvalidFieldError(str(exc), field=name) from None
+    return scalar_field(normalize_instant, value, name)
 
 
 def _values(values: object) -> Mapping[str, RegisterValue]:

@@ -1,5 +1,8 @@
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -257,9 +260,6 @@ def test_threads_appending_and_acking_keep_one_gap_free_chain(path, signer):
 
 
 def test_two_processes_appending_share_one_chain(path, signer, tmp_path):
-    import subprocess
-    import sys
-
     from cryptography.hazmat.primitives import serialization
 
     key_path = tmp_path / "k.pem"
@@ -291,3 +291,28 @@ def test_decoded_reads_keep_what_the_meter_said(path, signer):
     assert str(read.values["energy_export_kwh"].value) == "0.000"
     assert read.flags == ("tamper",)
     assert read.collector == "gw-0001"
+
+
+OPEN_AND_APPEND = (
+    "import sys, time\n"
+    "from edge_agent.buffer import EdgeBuffer\n"
+    "from protocols.signing import Signer\n"
+    "from tests.readings import readings\n"
+    "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all open at the same instant\n"
+    "EdgeBuffer(sys.argv[1], collector='gw-0001', signer=Signer.generate()).append(readings(2))\n"
+)
+
+
+@pytest.mark.slow
+def test_many_processes_opening_a_new_buffer_at_once_all_succeed(tmp_path):
+    """Creating the file and switching it to WAL races; every opener must still get in."""
+    repo = Path(__file__).resolve().parents[1]
+    for round_ in range(3):
+        path = tmp_path / f"round-{round_}" / "buffer.sqlite"
+        start_at = str(time.time() + 1.5)
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AND_APPEND, str(path), start_at],
+                                  cwd=repo, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        failures = [err for p in procs if (err := p.communicate(timeout=120)[1]) and p.returncode]
+        assert not failures, failures[0][-800:]
+        with open_buffer(path) as buffer:
+            assert buffer.verify() == 16
