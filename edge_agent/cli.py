@@ -26,7 +26,7 @@ from rich.table import Table
 
 from edge_agent import __version__
 from edge_agent.agent import Agent, open_buffer
-from edge_agent.buffer import EdgeBufferError
+from edge_agent.buffer import EdgeBuffer, EdgeBufferError
 from edge_agent.buffer_schema import SchemaError
 from edge_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
 from edge_agent.files import write_atomic
@@ -181,11 +181,20 @@ def _config(path: Path) -> AgentConfig:
         return load_config(path)
 
 
+def _existing_buffer(cfg: AgentConfig) -> EdgeBuffer:
+    """Open the configured buffer for inspection; never create one as a side effect."""
+    if not cfg.buffer.path.exists():
+        log.error("no buffer at %s yet: `edge-agent run` creates it", cfg.buffer.path)
+        raise typer.Exit(1)
+    with _user_errors():
+        return open_buffer(cfg)
+
+
 @app.command("status")
 def status(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     """Show the buffer: chain tip, unacked depth, budget used, oldest unacked read."""
     cfg = _config(config)
-    with _user_errors(), open_buffer(cfg) as buffer:
+    with _user_errors(), _existing_buffer(cfg) as buffer:
         stats = buffer.stats()
     table = Table(title=f"edge-agent {cfg.collector}", show_header=False)
     table.add_row("buffer", str(cfg.buffer.path))
@@ -216,7 +225,7 @@ def buffer_verify(
 ) -> None:
     """Verify every held read's signature and the hash chain from end to end."""
     cfg = _config(config)
-    with _user_errors(), open_buffer(cfg) as buffer:
+    with _user_errors(), _existing_buffer(cfg) as buffer:
         keys = load_public_key(public_key.read_bytes()) if public_key else None
         total = buffer.stats().held
         with Progress(
@@ -242,7 +251,7 @@ def buffer_export(
 ) -> None:
     """Write held reads as a batch file, one batch per line, for `meterhub verify`."""
     cfg = _config(config)
-    with _user_errors(), open_buffer(cfg) as buffer:
+    with _user_errors(), _existing_buffer(cfg) as buffer:
         start = from_seq if from_seq is not None else buffer.tip_acked() + 1
         sealed = list(buffer.reads(from_seq=start))
     if not sealed:

@@ -103,3 +103,12 @@ def test_meter_sim_model_prints_registers(cli_env):
     result = run([script("meter-sim"), "model", "WTR-1", "--service", "water", "--days", "1"],
                  None, cli_env)
     assert "volume_m3" in result.stdout and "WTR-1" in result.stdout
+
+
+def test_inspection_commands_never_create_a_buffer(tmp_path, cli_env):
+    (tmp_path / "edge-agent.toml").write_text('collector = "gw-0001"\n')
+    for command in (["status"], ["buffer", "verify"], ["buffer", "export", "--out", "x.json"]):
+        result = run([script("edge-agent"), *command], tmp_path, cli_env, check=False)
+        assert result.returncode == 1
+        assert "no buffer at" in result.stderr
+    assert not (tmp_path / "buffer.sqlite").exists()
