@@ -208,8 +208,6 @@ class EdgeBuffer:
                 "SELECT last_seq, acked_through FROM chain WHERE id = 1"
             ).fetchone()
             if through_seq > last_seq:
-                log.error("ack through seq %d beyond %s's last read %d", through_seq,
-                          self.collector, last_seq)
                 raise AckError(
                     f"hub acked through seq {through_seq}, but {self.collector}'s last read is "
                     f"seq {last_seq}: the hub holds reads this buffer never made"
@@ -418,7 +416,6 @@ class EdgeBuffer:
     def _check_free_disk(self) -> None:
         free = shutil.disk_usage(self.path.parent).free
         if free < self.min_free_bytes:
-            log.error("ALARM buffer full: %s has %d bytes free", self.path.parent, free)
             raise BufferFull(
                 f"{self.path.parent} has {free} bytes free, below the {self.min_free_bytes} "
                 "bytes kept in reserve; free disk space"
@@ -439,8 +436,6 @@ class EdgeBuffer:
             if freed >= excess:
                 break
         if freed < excess:
-            log.error("ALARM buffer full: %s holds %d of %d budgeted bytes, all unacked beyond "
-                      "seq %d", self.collector, stored_bytes, self.budget_bytes, self.tip_acked())
             raise BufferFull(
                 f"{self.collector}'s buffer holds {stored_bytes} of {self.budget_bytes} "
                 f"budgeted bytes and a batch of {incoming} bytes does not fit even after "

@@ -182,12 +182,14 @@ def _config(path: Path) -> AgentConfig:
 
 
 def _existing_buffer(cfg: AgentConfig) -> EdgeBuffer:
-    """Open the configured buffer for inspection; never create one as a side effect."""
+    """Open the configured buffer for inspection; never create one as a side effect.
+
+    Callers open it inside ``_user_errors()``, which reports what opening raises.
+    """
     if not cfg.buffer.path.exists():
         log.error("no buffer at %s yet: `edge-agent run` creates it", cfg.buffer.path)
         raise typer.Exit(1)
-    with _user_errors():
-        return open_buffer(cfg)
+    return open_buffer(cfg)
 
 
 @app.command("status")

@@ -78,7 +78,8 @@ class ClockQuality:
             raise InvalidFieldError("must be true or false", field="clock.ntp_synced")
         if self.meter_offset_s is not None:
             object.__setattr__(
-                self, "meter_offset_s", _decimal(self.meter_offset_s, "clock.meter_offset_s")
+                self, "meter_offset_s",
+                scalar_field(normalize_decimal, self.meter_offset_s, "clock.meter_offset_s"),
             )
 
 
@@ -91,7 +92,7 @@ class RegisterValue:
     obis: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", _decimal(self.value, "value"))
+        object.__setattr__(self, "value", scalar_field(normalize_decimal, self.value, "value"))
         if not isinstance(self.unit, str) or not UNIT_RE.fullmatch(self.unit):
             raise InvalidFieldError(f"unit {self.unit!r} is not 1–16 printable characters",
                                     field="unit")
@@ -115,8 +116,10 @@ class Reading:
 
     def __post_init__(self) -> None:
         _check(self.meter, METER_RE, "meter", "a meter serial (letters, digits, ._:/-)")
-        object.__setattr__(self, "read_at", _instant(self.read_at, "read_at"))
-        object.__setattr__(self, "collected_at", _instant(self.collected_at, "collected_at"))
+        object.__setattr__(self, "read_at",
+                           scalar_field(normalize_instant, self.read_at, "read_at"))
+        object.__setattr__(self, "collected_at",
+                           scalar_field(normalize_instant, self.collected_at, "collected_at"))
         if not isinstance(self.clock, ClockQuality):
             raise InvalidFieldError("must be a ClockQuality", field="clock")
         try:
@@ -181,14 +184,6 @@ def scalar_field(convert: Callable[[Any], T], value: object, field: str) -> T:
         return convert(value)
     except ScalarError as exc:
         raise InvalidFieldError(str(exc), field=field) from None
-
-
-def _decimal(value: object, name: str) -> Decimal:
-    return scalar_field(normalize_decimal, value, name)
-
-
-def _instant(value: object, name: str) -> datetime:
-    return scalar_field(normalize_instant, value, name)
 
 
 def _values(values: object) -> Mapping[str, RegisterValue]:
