@@ -4,26 +4,35 @@ Start-up refuses rather than limps: a key others can read, a config with a
 typo, a buffer written by a newer agent or altered behind the agent's back
 each stop the agent with a message naming the file and the fix. Once running,
 the loop keeps the buffer healthy (pruning acked reads past retention and
-reporting its depth); meter polling and MQTT sync join this loop as their
-components arrive (see the issues for drivers and sync).
+reporting its depth), the collector polls every configured meter on its
+lanes, a single writer signs and buffers what the polls return, and each
+meter's health is saved for ``edge-agent status`` (MQTT sync joins with its
+issue).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from edge_agent.buffer import EdgeBuffer
+from edge_agent.buffer_writer import BufferWriter
+from edge_agent.collector import Collector
 from edge_agent.config import AgentConfig
+from edge_agent.health import HealthBoard
 from edge_agent.keys import load_signer, passphrase_from_env
+from edge_agent.meter_plan import plan_meters
 from protocols.signing import Signer
 
 log = logging.getLogger(__name__)
 
 BUDGET_ALARM_SHARE = 0.9
 """Warn operators well before BufferFull starts refusing reads."""
+HEALTH_SAVE_S = 5.0
 
 
 @dataclass
@@ -71,11 +80,33 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""
+        plans = plan_meters(self.config)
+        writer = BufferWriter(self.buffer).start()
+        health = HealthBoard({plan.serial: plan.protocol.value for plan in plans})
+        collector = Collector(
+            plans, collection=self.config.collection, sink=writer.submit, health=health
+        )
+        polling = threading.Thread(target=collector.run, args=(stop,), name="collector")
+        polling.start()
+        health_path = Path(self.config.collection.health_path)
         interval = self.config.agent.housekeeping_interval_s
-        while not stop.is_set():
-            self.housekeeping()
-            stop.wait(interval)
-        log.info("agent %s stopping", self.config.collector)
+        next_housekeeping = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_housekeeping:
+                    self.housekeeping()
+                    next_housekeeping = time.monotonic() + interval
+                if plans:
+                    health.save(health_path)
+                stop.wait(min(HEALTH_SAVE_S, interval))
+        finally:
+            log.info("agent %s stopping", self.config.collector)
+            stop.set()
+            polling.join()
+            writer.stop()
+            if plans:
+                health.save(health_path)
+        log.info("agent %s stopped: %d reads buffered", self.config.collector, writer.appended)
 
     def close(self) -> None:
         self.buffer.close()

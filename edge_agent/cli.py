@@ -24,12 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from edge_agent import __version__
+from edge_agent import __version__, read_cli
 from edge_agent.agent import Agent, open_buffer
 from edge_agent.buffer import EdgeBuffer, EdgeBufferError
 from edge_agent.buffer_schema import SchemaError
 from edge_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
 from edge_agent.files import write_atomic
+from edge_agent.health import load_health
 from edge_agent.keys import (
     PASSPHRASE_ENV,
     KeyFileError,
@@ -38,6 +39,7 @@ from edge_agent.keys import (
     load_signer,
     passphrase_from_env,
 )
+from edge_agent.profiles_cli import profiles_app
 from protocols.batch import MAX_BATCH_READS, encode_batch
 from protocols.errors import ReadError
 from protocols.logs import configure_logging
@@ -64,6 +66,8 @@ buffer_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(buffer_app, name="buffer")
+app.add_typer(profiles_app, name="profiles")
+app.command("read")(read_cli.read)
 
 out = Console()
 err = Console(stderr=True)
@@ -213,6 +217,32 @@ def status(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
         "oldest unacked",
         stats.oldest_unacked_at.isoformat() if stats.oldest_unacked_at else "none",
     )
+    out.print(table)
+    _print_health(Path(cfg.collection.health_path))
+
+
+def _print_health(path: Path) -> None:
+    """The meters' health as the running (or last) agent saved it."""
+    if not path.exists():
+        return
+    try:
+        meters = load_health(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("meter health file %s is unreadable: %s", path, exc)
+        return
+    table = Table(title=f"meters ({path.name})")
+    for column in ("meter", "protocol", "last success", "polls", "failures",
+                   "in a row", "last error"):
+        table.add_column(column)
+    for health in meters:
+        style = "" if health.healthy else "red"
+        table.add_row(
+            health.serial, health.protocol,
+            health.last_success.isoformat(timespec="seconds") if health.last_success else "never",
+            str(health.polls), str(health.failures), str(health.consecutive_failures),
+            f"[{health.last_error_kind}] {health.last_error}" if health.last_error else "",
+            style=style,
+        )
     out.print(table)
 
 

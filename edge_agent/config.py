@@ -21,6 +21,8 @@ Example ``edge-agent.toml``::
 
     [agent]
     housekeeping_interval_s = 3600
+
+    # What to poll: see edge_agent/meter_config.py for [collection], [[bus]], [[meter]].
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edge_agent.keys import PASSPHRASE_ENV
+from edge_agent.meter_config import BusConfig, CollectionSection, MeterConfig
+from edge_agent.meter_plan import MeterPlanError, plan_meters
 from protocols.read import COLLECTOR_RE
 
 DEFAULT_CONFIG_PATH = Path("edge-agent.toml")
@@ -75,6 +79,13 @@ class AgentConfig(_Section):
     key: KeyConfig = KeyConfig()
     buffer: BufferConfig = BufferConfig()
     agent: AgentSection = AgentSection()
+    collection: CollectionSection = CollectionSection()
+    bus: list[BusConfig] = Field(default_factory=list)
+    meter: list[MeterConfig] = Field(default_factory=list)
+
+    @property
+    def buses(self) -> dict[str, BusConfig]:
+        return {bus.name: bus for bus in self.bus}
 
 
 class ConfigError(Exception):
@@ -104,9 +115,18 @@ def load_config(path: Path) -> AgentConfig:
         ]
         raise ConfigError(path, problems) from None
     base = path.resolve().parent
-    return config.model_copy(
+    config = config.model_copy(
         update={
             "key": config.key.model_copy(update={"path": base / config.key.path}),
             "buffer": config.buffer.model_copy(update={"path": base / config.buffer.path}),
+            "collection": config.collection.model_copy(update={
+                "health_path": str(base / config.collection.health_path),
+                "profile_dirs": [str(base / d) for d in config.collection.profile_dirs],
+            }),
         }
     )
+    try:
+        plan_meters(config)
+    except MeterPlanError as exc:
+        raise ConfigError(path, exc.problems) from None
+    return config

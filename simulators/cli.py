@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from firmware_profiles import ProfileError
+from protocols.logs import configure_logging
+from simulators.fleet import (
+    Fleet,
+    FleetError,
+    FleetFile,
+    FleetMeter,
+    SimProtocol,
+    load_fleet,
+    parse_faults,
+    start_fleet,
+)
 from simulators.meter_model import MeterSpec, Service, SimulatedMeter
 
 app = typer.Typer(
@@ -24,11 +41,104 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("simulators")
 
 
 @app.callback()
-def main() -> None:
+def main(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "warning",
+) -> None:
     """Simulated meters (see the commands below)."""
+    configure_logging(log_level, err)
+
+
+def _run_fleet(fleet_file: FleetFile, agent_config: Path | None, manifest: Path | None,
+               poll_interval_s: float) -> None:
+    """Start the fleet, tell where it is, serve until SIGTERM or Ctrl-C."""
+    try:
+        fleet = start_fleet(fleet_file)
+    except (FleetError, ProfileError) as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with fleet:
+        if agent_config is not None:
+            agent_config.write_text(fleet.agent_sections(interval_s=poll_interval_s))
+        if manifest is not None:
+            manifest.write_text(json.dumps(fleet.manifest(), indent=1))
+        out.print(_fleet_table(fleet))
+        out.print("serving; Ctrl-C to stop", style="dim")
+        stop.wait()
+
+
+def _fleet_table(fleet: Fleet) -> Table:
+    table = Table(title=f"{len(fleet.meters)} simulated meters")
+    for column in ("meter", "profile", "protocol", "endpoint", "unit", "faults"):
+        table.add_column(column)
+    for meter in fleet.meters:
+        table.add_row(meter.config.serial, meter.profile.id, meter.config.protocol,
+                      meter.endpoint, str(meter.config.unit_id),
+                      ", ".join(f.value for f in meter.config.faults) or "none")
+    return table
+
+
+AgentConfigOption = Annotated[Path | None, typer.Option(
+    "--agent-config", help="Write the [[bus]]/[[meter]] TOML an edge agent needs to poll these.")]
+ManifestOption = Annotated[Path | None, typer.Option(
+    "--manifest", help="Write endpoints and faults as JSON.")]
+PollIntervalOption = Annotated[float, typer.Option(
+    "--poll-interval", help="interval_s written into --agent-config.")]
+
+
+@app.command("serve")
+def serve(
+    protocol: Annotated[SimProtocol, typer.Option("--protocol", "-p", help="Wire protocol.")],
+    profile: Annotated[str, typer.Option("--profile", help="Firmware profile id.")],
+    serial: Annotated[str, typer.Option("--serial", help="Meter serial.")] = "SIM0001",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free).")] = 0,
+    unit_id: Annotated[int, typer.Option("--unit-id", help="Modbus unit id.")] = 1,
+    address: Annotated[str, typer.Option("--address", help="IEC device address.")] = "",
+    faults: Annotated[str, typer.Option(
+        "--faults", help="Comma-separated: no_answer, slow_answer, garbled, rollover, "
+        "backward, stuck, spike, tamper, clock_skew.")] = "",
+    fault_rate: Annotated[float, typer.Option(
+        "--fault-rate", help="Share of requests a line fault hits.")] = 1.0,
+    speed: Annotated[float, typer.Option(
+        "--speed", help="Simulated seconds per wall-clock second.")] = 1.0,
+    agent_config: AgentConfigOption = None,
+    manifest: ManifestOption = None,
+    poll_interval: PollIntervalOption = 5.0,
+) -> None:
+    """Serve one simulated meter: Modbus TCP on a port, or a serial protocol on a new pty."""
+    try:
+        meter = FleetMeter(serial=serial, profile=profile, protocol=protocol, port=port,
+                           unit_id=unit_id, address=address, faults=parse_faults(faults),
+                           fault_rate=fault_rate)
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
+    _run_fleet(FleetFile(speed=speed, meters=[meter]), agent_config, manifest, poll_interval)
+
+
+@app.command("fleet")
+def fleet(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Fleet file (YAML).")],
+    agent_config: AgentConfigOption = None,
+    manifest: ManifestOption = None,
+    poll_interval: PollIntervalOption = 5.0,
+) -> None:
+    """Start every meter of a fleet file at once, faults included, until stopped."""
+    try:
+        fleet_file = load_fleet(config)
+    except FleetError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
+    _run_fleet(fleet_file, agent_config, manifest, poll_interval)
 
 
 @app.command("model")

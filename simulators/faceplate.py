@@ -79,15 +79,28 @@ class Faceplate:
 
     def now(self) -> datetime:
         """True simulated time: the epoch plus wall time elapsed × ``speed``."""
-        elapsed = (self._clock() - self._started) * self.speed
+        return self.at_wall(self._clock())
+
+    def at_wall(self, timestamp: float) -> datetime:
+        """The simulated time at wall-clock ``timestamp`` (what a test compares a read with)."""
+        elapsed = (timestamp - self._started) * self.speed
         return self.epoch + timedelta(seconds=max(elapsed, 0.0))
 
     def meter_time(self, at: datetime | None = None) -> datetime:
-        """The meter's clock: drifting per its spec, ``skew_s`` ahead under ``clock_skew``."""
-        shown = self.meter.meter_time(at or self.now())
+        """The meter's clock at simulated instant ``at`` (default: now).
+
+        The clock was set to the epoch when the meter started and ticks in real
+        seconds, not at the accelerated ``speed`` its registers run on, so a
+        collector polling a fast fleet still sees a plausible clock: drifting per
+        the spec, ``skew_s`` ahead under ``clock_skew``.
+        """
+        at = at or self.now()
+        ticked = (at - self.epoch).total_seconds() / self.speed
+        drift = ticked * self.spec.clock_drift_ppm / 1e6
+        shown = self.epoch + timedelta(seconds=ticked + drift)
         if self.faults.is_on(Fault.CLOCK_SKEW):
             shown += timedelta(seconds=self.faults.skew_s)
-        return shown
+        return shown.astimezone(UTC)
 
     def values(self, names: Mapping[str, str], at: datetime | None = None) -> dict[str, Decimal]:
         """Each channel's value, ``names`` mapping channel name → unit."""
@@ -135,12 +148,17 @@ class Faceplate:
         start = self.spec.start_value + self._offset
         total = start + t1 + t2
         export = (t1 + t2) * EXPORT_SHARE
-        return {
+        registers = {
             "energy_import": total, "energy_import_t1": t1, "energy_import_t2": t2,
             "energy_export": export, "energy_export_t1": export * t1 / max(t1 + t2, Decimal(1)),
             "energy_export_t2": export * t2 / max(t1 + t2, Decimal(1)),
-            "volume": total, "volume_t1": t1, "volume_t2": t2,
+            "energy_total": total + export,
+            "volume": total, "volume_t1": t1, "volume_t2": t2, "volume_reverse": Decimal(0),
         }
+        for phase in ("l1", "l2", "l3"):  # a balanced three-phase load
+            registers[f"energy_import_{phase}"] = total / 3
+            registers[f"energy_export_{phase}"] = export / 3
+        return registers
 
     def _instantaneous(self, name: str, at: datetime, factor: Decimal) -> Decimal:
         hours = int((at - self.epoch).total_seconds() // 3600)
@@ -158,7 +176,9 @@ class Faceplate:
             value = Decimal("0.95") + wobble / 50
         elif name.startswith(("demand", "max_demand")):
             value = rate * Decimal("1.25") * factor
-        elif name.startswith(("active_power", "power", "flow")):
+        elif name.startswith(("power_failures", "long_power_failures", "voltage_sags")):
+            return Decimal(0)  # event counters: a quiet grid
+        elif name.startswith(("active_power", "flow")):
             value = rate * factor
         else:
             log.warning("simulated meter %s has no value %r; showing 0", self.spec.serial, name)
