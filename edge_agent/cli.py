@@ -232,15 +232,16 @@ def _print_health(path: Path) -> None:
         return
     table = Table(title=f"meters ({path.name})")
     for column in ("meter", "protocol", "last success", "polls", "failures",
-                   "in a row", "last error"):
-        table.add_column(column)
+                   "in a row", "error kind"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last error")
     for health in meters:
         style = "" if health.healthy else "red"
         table.add_row(
             health.serial, health.protocol,
             health.last_success.isoformat(timespec="seconds") if health.last_success else "never",
             str(health.polls), str(health.failures), str(health.consecutive_failures),
-            f"[{health.last_error_kind}] {health.last_error}" if health.last_error else "",
+            health.last_error_kind or "", health.last_error or "",
             style=style,
         )
     out.print(table)

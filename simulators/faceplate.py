@@ -42,7 +42,7 @@ _UNIT_FACTORS: dict[str, Decimal] = {
 }
 EXPORT_SHARE = Decimal("0.05")
 """Exported energy as a share of imported: a small rooftop system."""
-ROLLOVER_LEAD_S = 30
+ROLLOVER_LEAD_S = 10
 """Under the rollover fault, registers start about this many wall seconds of use below the wrap."""
 SPIKE_FACTOR = 10
 
@@ -193,7 +193,8 @@ class Faceplate:
         per_second = self.spec.mean_per_day / 86400 * Decimal(str(self.speed))
         lead_use = per_second * ROLLOVER_LEAD_S
         ceiling = Decimal(10) ** self.spec.dials
-        return ceiling - self.spec.start_value - max(lead_use, Decimal("0.5"))
+        resolution = Decimal(1).scaleb(-self.spec.decimals)
+        return ceiling - self.spec.start_value - max(lead_use, resolution)
 
 
 def _is_register(name: str) -> bool:

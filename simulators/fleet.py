@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,9 @@ class FleetMeter(_Model):
     start_value: Decimal = Field(default=Decimal(0), ge=0)
     clock_drift_ppm: int = 0
     faults: list[Fault] = Field(default_factory=list)
+    fault_after_s: float = Field(default=0, ge=0)
+    """Switch the faults on this long after the start (a register can only go backward
+    or jump after it was first read normally)."""
     fault_rate: float = Field(default=1.0, ge=0, le=1)
     slow_s: float = Field(default=1.5, ge=0)
     skew_s: float = 3600.0
@@ -197,6 +202,14 @@ class Fleet:
         return "\n".join(lines)
 
 
+@dataclass
+class _Cancel:
+    timer: threading.Timer
+
+    def stop(self) -> None:
+        self.timer.cancel()
+
+
 def _toml(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
@@ -214,6 +227,10 @@ def start_fleet(
     running = Fleet()
     try:
         faceplates = {m.serial: _faceplate(m, profiles[m.serial], fleet) for m in fleet.meters}
+        running._stoppers += [
+            _Cancel(_delayed_faults(m, faceplates[m.serial]))
+            for m in fleet.meters if m.fault_after_s and m.faults
+        ]
         rtu_buses: dict[str, list[FleetMeter]] = defaultdict(list)
         for meter in fleet.meters:
             if meter.protocol == "modbus_rtu":
@@ -270,9 +287,17 @@ def _faceplate(meter: FleetMeter, profile: Profile, fleet: FleetFile) -> Facepla
         mean_per_day=meter.mean_per_day, start_value=meter.start_value,
         tou=True, clock_drift_ppm=meter.clock_drift_ppm, seed=fleet.seed,
     )
-    faults = FaultSwitch(meter.faults, rate=meter.fault_rate, slow_s=meter.slow_s,
-                         skew_s=meter.skew_s, seed=hash((fleet.seed, meter.serial)) & 0xFFFF)
+    faults = FaultSwitch(() if meter.fault_after_s else meter.faults, rate=meter.fault_rate,
+                         slow_s=meter.slow_s, skew_s=meter.skew_s,
+                         seed=zlib.crc32(f"{fleet.seed}:{meter.serial}".encode()))
     return Faceplate(spec, faults=faults, epoch=fleet.epoch, speed=fleet.speed)
+
+
+def _delayed_faults(meter: FleetMeter, faceplate: Faceplate) -> threading.Timer:
+    timer = threading.Timer(meter.fault_after_s, faceplate.faults.set, args=meter.faults)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _modbus(profile: Profile) -> list[ModbusChannel]:
