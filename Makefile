@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.edge_buffer
+	$(BIN)/python -m bench.poll
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

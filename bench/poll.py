@@ -53,7 +53,7 @@ def fleet_file(path: Path) -> None:
     meters = [{"serial": f"TCP{n:04d}", "profile": TCP_PROFILE, "protocol": "modbus_tcp"}
               for n in range(TCP_METERS)]
     meters += [{"serial": f"RTU{b}{n:02d}", "profile": RTU_PROFILE, "protocol": "modbus_rtu",
-                "bus": f"rs485-{b}", "unit_id": n + 1}
+                "bus": f"rs485-{b}", "unit_id": n + 1, "baudrate": BAUD}
                for b in range(RTU_BUSES) for n in range(RTU_PER_BUS)]
     meters += [{"serial": f"IEC{n}", "profile": "landis-gyr-zmd310", "protocol": "iec62056_21"}
                for n in range(2)]

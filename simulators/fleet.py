@@ -26,7 +26,7 @@ import threading
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from firmware_profiles import Profile, ProfileError, ProfileLibrary
-from protocols.channels import ModbusChannel, ObisChannel
+from protocols.channels import ModbusChannel, ObisChannel, SerialSettings
 from simulators.faceplate import Faceplate
 from simulators.faults import Fault, FaultSwitch
 from simulators.iec_meter import IecMeterSimulator
@@ -61,6 +61,8 @@ class FleetMeter(_Model):
     port: int = Field(default=0, ge=0, lt=65536)
     unit_id: int = Field(default=1, ge=1, le=247)
     bus: str | None = None
+    baudrate: int | None = Field(default=None, gt=0)
+    """Line speed of a Modbus RTU bus, instead of the profile's factory default."""
     address: str = ""
     service: Service | None = None
     mean_per_day: Decimal = Field(default=Decimal(12), gt=0)
@@ -177,8 +179,12 @@ class Fleet:
         lines: list[str] = []
         for name, path in self.buses.items():
             protocol = next(m.config.protocol for m in self.meters if _bus_name(m.config) == name)
+            first = next(m.config for m in self.meters if _bus_name(m.config) == name)
             lines += ["[[bus]]", f"name = {_toml(name)}", f"protocol = {_toml(protocol)}",
-                      f"port = {_toml(path)}", ""]
+                      f"port = {_toml(path)}"]
+            if first.baudrate:
+                lines.append(f"baudrate = {first.baudrate}")
+            lines.append("")
         for meter in self.meters:
             config = meter.config
             lines += ["[[meter]]", f"serial = {_toml(config.serial)}",
@@ -245,7 +251,7 @@ def start_fleet(
                 for m in members
             }
             simulator = ModbusRtuSimulator(cable.meter_path, devices=devices,
-                                           serial=profiles[members[0].serial].serial)
+                                           serial=_line(members[0], profiles[members[0].serial]))
             simulator.start()
             running._stoppers.append(simulator)
             running.buses[name] = cable.device_path
@@ -298,6 +304,12 @@ def _delayed_faults(meter: FleetMeter, faceplate: Faceplate) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+def _line(meter: FleetMeter, profile: Profile) -> SerialSettings:
+    if meter.baudrate is None:
+        return profile.serial
+    return replace(profile.serial, baudrate=meter.baudrate)
 
 
 def _modbus(profile: Profile) -> list[ModbusChannel]:
