@@ -1,4 +1,9 @@
-"""Every wire format of meterhub: the signed read and its chain, and (later) meter protocols.
+"""Every wire format of meterhub: the signed read and its chain, and the meter protocols.
+
+Meter protocols share one driver interface (:mod:`protocols.driver`) over the
+channel types of :mod:`protocols.channels`: Modbus RTU/TCP
+(:mod:`protocols.modbus_driver`), IEC 62056-21 optical (:mod:`protocols.iec_driver`)
+and DSMR P1 (:mod:`protocols.p1_driver`).
 
 The signed read is the contract between edge and hub, so it lives here, apart
 from storage and MQTT. The names most callers need::
