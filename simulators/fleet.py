@@ -25,7 +25,7 @@ import logging
 import threading
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +44,7 @@ from simulators.meter_model import MeterSpec, Service
 from simulators.modbus_server import ModbusRtuSimulator, ModbusTcpSimulator, SimulatedDevice
 from simulators.p1_emitter import P1Emitter
 from simulators.serial_link import VirtualCable
+from simulators.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +138,18 @@ class Fleet:
 
     meters: list[RunningMeter] = field(default_factory=list)
     buses: dict[str, str] = field(default_factory=dict)
-    _stoppers: list[object] = field(default_factory=list)
+    _stoppers: list[Callable[[], None]] = field(default_factory=list)
+    """What to call to stop each started part (simulators, cables, fault timers)."""
 
     def meter(self, serial: str) -> RunningMeter:
         return next(m for m in self.meters if m.config.serial == serial)
 
     def stop(self) -> None:
-        for part in reversed(self._stoppers):
+        for stop in reversed(self._stoppers):
             try:
-                part.stop() if hasattr(part, "stop") else part.close()  # type: ignore[attr-defined]
+                stop()
             except OSError as exc:
-                log.warning("stopping %s: %s", part, exc)
+                log.warning("stopping %s: %s", stop, exc)
         self._stoppers.clear()
 
     def __enter__(self) -> Self:
@@ -208,14 +210,6 @@ class Fleet:
         return "\n".join(lines)
 
 
-@dataclass
-class _Cancel:
-    timer: threading.Timer
-
-    def stop(self) -> None:
-        self.timer.cancel()
-
-
 def _toml(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
@@ -234,7 +228,7 @@ def start_fleet(
     try:
         faceplates = {m.serial: _faceplate(m, profiles[m.serial], fleet) for m in fleet.meters}
         running._stoppers += [
-            _Cancel(_delayed_faults(m, faceplates[m.serial]))
+            _delayed_faults(m, faceplates[m.serial]).cancel
             for m in fleet.meters if m.fault_after_s and m.faults
         ]
         rtu_buses: dict[str, list[FleetMeter]] = defaultdict(list)
@@ -253,7 +247,7 @@ def start_fleet(
             simulator = ModbusRtuSimulator(cable.meter_path, devices=devices,
                                            serial=_line(members[0], profiles[members[0].serial]))
             simulator.start()
-            running._stoppers.append(simulator)
+            running._stoppers.append(simulator.stop)
             running.buses[name] = cable.device_path
             running.meters += [
                 RunningMeter(m, profiles[m.serial], cable.device_path, faceplates[m.serial])
@@ -322,7 +316,7 @@ def _obis(profile: Profile) -> list[ObisChannel]:
 
 def _cable(fleet: FleetFile, running: Fleet) -> VirtualCable:
     cable = VirtualCable(enforce_baud=fleet.baud_check, pace=fleet.pace)
-    running._stoppers.append(cable)
+    running._stoppers.append(cable.close)
     return cable
 
 
@@ -333,7 +327,7 @@ def _start_single(
     gas = None
     endpoint = ""
     if meter.protocol == "modbus_tcp":
-        simulator: object = ModbusTcpSimulator(
+        simulator: Serving = ModbusTcpSimulator(
             host, meter.port,
             devices={meter.unit_id: SimulatedDevice(faceplate, _modbus(profile))},
         )
@@ -354,10 +348,10 @@ def _start_single(
                 version=meter.dsmr_version,
                 interval_s=meter.interval_s or (1.0 if meter.dsmr_version == "5.0" else 10.0),
             )
-    simulator.start()  # type: ignore[attr-defined]
-    running._stoppers.append(simulator)
+    simulator.start()
+    running._stoppers.append(simulator.stop)
     # A collector opens the driver's end of a serial meter's cable, not the meter's.
-    endpoint = endpoint or simulator.endpoint  # type: ignore[attr-defined]
+    endpoint = endpoint or simulator.endpoint
     return RunningMeter(meter, profile, endpoint, faceplate, gas)
 
 

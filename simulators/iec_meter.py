@@ -31,8 +31,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from types import TracebackType
-from typing import Self
 from zoneinfo import ZoneInfo
 
 import serial
@@ -40,6 +38,7 @@ import serial
 from protocols.channels import IecSettings, ObisChannel, Role
 from simulators.faceplate import Faceplate
 from simulators.faults import Fault
+from simulators.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ _MAX_LINE = 512
 _DEMAND_RE = re.compile(r"(?:\d+-\d+:)?\d+\.6\.\d+")
 
 
-class IecMeterSimulator:
+class IecMeterSimulator(Serving):
     """A meter serving readouts of ``channels`` on the pty at ``port_path`` until stopped."""
 
     def __init__(
@@ -140,17 +139,6 @@ class IecMeterSimulator:
             self._port.close()
             self._port = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- serving ---------------------------------------------------------------
 

@@ -37,8 +37,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, localcontext
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -51,6 +50,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from protocols.channels import ByteOrder, DataType, ModbusChannel, Role, SerialSettings
 from simulators.faceplate import Faceplate
 from simulators.faults import Fault, FaultSwitch
+from simulators.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ async def _cancel_tasks() -> None:
 # --------------------------------------------------------------------------- simulators
 
 
-class _Simulator:
+class _Simulator(Serving):
     """Start/stop plumbing shared by the TCP and RTU simulators."""
 
     endpoint: str
@@ -400,17 +400,6 @@ class _Simulator:
     def _address(self) -> str:
         return self.endpoint
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def _shutdown(server: _MeterServerMixin) -> None:

@@ -34,8 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from types import MappingProxyType, TracebackType
-from typing import Self
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import serial
@@ -44,6 +43,7 @@ from protocols.channels import ObisChannel, Role
 from simulators.faceplate import Faceplate
 from simulators.faults import Fault
 from simulators.meter_model import Service
+from simulators.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def crc16_arc_bitwise(data: bytes) -> int:
     return crc
 
 
-class P1Emitter:
+class P1Emitter(Serving):
     """Writes a telegram to ``port_path`` every ``interval_s`` from a daemon thread.
 
     ``version`` ``"5.0"`` writes ``1-3:0.2.8(50)``, ``"4.2"`` ``(42)``; both add the
@@ -269,17 +269,6 @@ class P1Emitter:
             return
         self.telegrams_sent += 1
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _line(code: str, groups: list[str]) -> str:
