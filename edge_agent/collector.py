@@ -54,6 +54,7 @@ def utc_now() -> datetime:
 class _MeterState:
     plan: MeterPlan
     due: float
+    limits: Limits
     memory: RegisterMemory = field(default_factory=RegisterMemory)
     sub_memories: dict[str, RegisterMemory] = field(default_factory=dict)
     driver: MeterDriver | None = None
@@ -102,7 +103,7 @@ class Collector:
         start = time.monotonic()
         # Spread the first polls over a second so a restart does not hit every meter at once.
         states = [
-            _MeterState(plan, start + index / max(len(plans), 1))
+            _MeterState(plan, start + index / max(len(plans), 1), self._limits(plan))
             for index, plan in enumerate(plans)
         ]
         links = LaneLinks()
@@ -123,6 +124,12 @@ class Collector:
                 _close(state)
             links.close()
             log.debug("lane %s stopped", name)
+
+    def _limits(self, plan: MeterPlan) -> Limits:
+        meter = plan.config
+        return Limits(dials=meter.dials, max_use_per_hour=meter.max_use_per_hour,
+                      stuck_after_s=meter.stuck_after_s,
+                      clock_tolerance_s=self.collection.clock_tolerance_s)
 
     def poll(self, state: _MeterState, links: LaneLinks, stop: threading.Event) -> bool:
         """One poll of one meter with retries; True when it produced reads."""
@@ -171,8 +178,7 @@ class Collector:
     def _reading(
         self, state: _MeterState, sample: MeterSample, collected_at: datetime
     ) -> Reading:
-        plan, meter = state.plan, state.plan.config
-        serial = _sample_serial(plan, sample)
+        serial = _sample_serial(state.plan, sample)
         offset = None
         if sample.meter_time is not None and sample.mbus_channel == 0:
             seconds = (sample.meter_time - collected_at).total_seconds()
@@ -181,12 +187,9 @@ class Collector:
             name: RegisterValue(value.value, value.unit, value.obis)
             for name, value in sample.values.items()
         }
-        limits = Limits(dials=meter.dials, max_use_per_hour=meter.max_use_per_hour,
-                        stuck_after_s=meter.stuck_after_s,
-                        clock_tolerance_s=self.collection.clock_tolerance_s)
         flags = plausibility_flags(
             state.memory_for(sample, serial), {n: (v.value, v.unit) for n, v in values.items()},
-            collected_at, offset, limits,
+            collected_at, offset, state.limits,
         )
         return Reading(
             meter=serial,

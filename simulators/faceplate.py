@@ -96,11 +96,10 @@ class Faceplate:
         """
         at = at or self.now()
         ticked = (at - self.epoch).total_seconds() / self.speed
-        drift = ticked * self.spec.clock_drift_ppm / 1e6
-        shown = self.epoch + timedelta(seconds=ticked + drift)
+        shown = self.meter.meter_time(self.epoch + timedelta(seconds=ticked))
         if self.faults.is_on(Fault.CLOCK_SKEW):
             shown += timedelta(seconds=self.faults.skew_s)
-        return shown.astimezone(UTC)
+        return shown
 
     def values(self, names: Mapping[str, str], at: datetime | None = None) -> dict[str, Decimal]:
         """Each channel's value, ``names`` mapping channel name → unit."""
