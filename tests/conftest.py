@@ -1,9 +1,12 @@
 import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -24,3 +27,31 @@ def cli_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERHUB_")}
     env.update({"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
     return env
+
+
+class HandClock:
+    """Wall time a test moves by hand: a simulated meter's clock that stands still until told."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def start_meter_sim_fleet(work: Path, fleet: dict, output: Path, *options: str,
+                          timeout: float = 30) -> subprocess.Popen:
+    """``meter-sim fleet`` on ``fleet``, returned once it has written ``output``."""
+    (work / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    sim = subprocess.Popen([script("meter-sim"), "fleet", "-c", work / "fleet.yaml", *options],
+                           stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not (output.exists() and output.stat().st_size):
+        if sim.poll() is not None or time.monotonic() > deadline:
+            sim.kill()
+            pytest.fail(f"meter-sim fleet did not write {output.name} (exit {sim.poll()})")
+        time.sleep(0.1)
+    return sim

@@ -6,22 +6,13 @@ from decimal import Decimal
 from simulators.faceplate import Faceplate
 from simulators.faults import Fault, FaultSwitch
 from simulators.meter_model import MeterSpec, Service
+from tests.conftest import HandClock
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-class FakeClock:
-    """Wall time a test moves by hand (the faceplate's only input besides its spec)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def faceplate(*faults, speed=3600.0, spec=None):
-    clock = FakeClock()
+    clock = HandClock()
     spec = spec or MeterSpec("E1", Service.ELECTRIC, mean_per_day=Decimal(24))
     return Faceplate(spec, faults=FaultSwitch(faults), epoch=EPOCH, speed=speed, clock=clock), clock
 

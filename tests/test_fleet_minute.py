@@ -14,10 +14,9 @@ import time
 from collections import defaultdict
 
 import pytest
-import yaml
 
 from edge_agent.keys import generate_key_file
-from tests.conftest import script
+from tests.conftest import script, start_meter_sim_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +57,6 @@ VALUE_FAULTS = {"ROLL": "rollover", "BACK": "backward", "STUCK": "stuck", "SPIKE
                 "TAMPER": "tamper", "SKEW": "clock_skew"}
 
 
-def wait_for_file(path, process, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.stat().st_size):
-        assert process.poll() is None, "process exited early"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 def buffered_reads(buffer):
     with sqlite3.connect(buffer) as db:
         rows = db.execute("SELECT data FROM reads ORDER BY seq").fetchall()
@@ -79,13 +70,10 @@ def buffered_reads(buffer):
 @pytest.fixture(scope="module")
 def minute(tmp_path_factory):
     work = tmp_path_factory.mktemp("minute")
-    (work / "fleet.yaml").write_text(yaml.safe_dump(FLEET))
     sections = work / "meters.toml"
-    sim = subprocess.Popen([script("meter-sim"), "fleet", "-c", work / "fleet.yaml",
-                            "--agent-config", sections, "--poll-interval", "1"],
-                           stdout=subprocess.DEVNULL)
+    sim = start_meter_sim_fleet(work, FLEET, sections, "--agent-config", str(sections),
+                                "--poll-interval", "1")
     try:
-        wait_for_file(sections, sim)
         generate_key_file(work / "collector.key")
         meters = sections.read_text().replace(
             'serial = "STUCK"', 'serial = "STUCK"\nstuck_after_s = 5')

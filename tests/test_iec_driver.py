@@ -31,6 +31,7 @@ from simulators.faults import Fault, FaultSwitch
 from simulators.iec_meter import IecMeterSimulator
 from simulators.meter_model import MeterSpec, Service
 from simulators.serial_link import VirtualCable
+from tests.conftest import HandClock
 
 EPOCH = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 SPEED = 60.0
@@ -58,21 +59,11 @@ def short_quiet_time(monkeypatch):
     monkeypatch.setattr("protocols.iec_driver.SESSION_GAP_S", 0.1)
 
 
-class Clock:
-    """Wall time the test moves by hand, shared by the simulated meter and the expectation."""
-
-    def __init__(self) -> None:
-        self.now = 2_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Rig:
     cable: VirtualCable
     meter: IecMeterSimulator
-    clock: Clock
+    clock: HandClock
     truth: Faceplate
     """The meter's spec, epoch and clock without its faults: what a healthy meter shows."""
 
@@ -92,7 +83,7 @@ class Rig:
 
 @contextlib.contextmanager
 def rig(settings=FAST, *, faults=(), pace=False, slow_s=1.5, **meter_options):
-    clock = Clock()
+    clock = HandClock(2_000_000.0)
     switch = FaultSwitch(faults, slow_s=slow_s, skew_s=3600)
     face = Faceplate(SPEC, faults=switch, epoch=EPOCH, speed=SPEED, clock=clock)
     truth = Faceplate(SPEC, epoch=EPOCH, speed=SPEED, clock=clock)

@@ -22,6 +22,7 @@ from simulators.faults import Fault, FaultSwitch
 from simulators.meter_model import MeterSpec, Service
 from simulators.modbus_server import ModbusRtuSimulator, ModbusTcpSimulator, SimulatedDevice
 from simulators.serial_link import VirtualCable
+from tests.conftest import HandClock
 from tests.test_modbus_decode import shortest_float32_by_search
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
@@ -57,16 +58,8 @@ CHANNELS = [
 TOTAL = CHANNELS[2]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def faceplate(serial="E1", *faults, start="1234.567", **switch):
-    clock = FakeClock()
+    clock = HandClock()
     spec = MeterSpec(serial, Service.ELECTRIC, mean_per_day=Decimal(24), start_value=Decimal(start))
     face = Faceplate(spec, faults=FaultSwitch(faults, **switch), epoch=EPOCH, speed=3600,
                      clock=clock)

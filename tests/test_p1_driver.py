@@ -25,6 +25,7 @@ from simulators.faults import Fault, FaultSwitch
 from simulators.meter_model import MeterSpec, Service
 from simulators.p1_emitter import P1Emitter
 from simulators.serial_link import VirtualCable
+from tests.conftest import HandClock
 
 EPOCH = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ELAPSED_S = 437.0
@@ -50,22 +51,9 @@ CHANNELS = [
 ELECTRIC_VALUES = {c.name: c.unit for c in CHANNELS if c.role is Role.VALUE and not c.mbus_channel}
 
 
-class StoppedClock:
-    """Wall time standing still ``ELAPSED_S`` after a faceplate was made, so values stay put."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def faceplate(spec, *faults):
     """A faceplate whose clock stands ``ELAPSED_S`` past its epoch; the same args give the same."""
-    clock = StoppedClock()
+    clock = HandClock()
     switch = FaultSwitch(faults, skew_s=3600.0, slow_s=0.8)
     face = Faceplate(spec, faults=switch, epoch=EPOCH, clock=clock)
     clock.advance(ELAPSED_S)

@@ -3,14 +3,12 @@
 import json
 import signal
 import subprocess
-import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import yaml
 
-from tests.conftest import script
+from tests.conftest import script, start_meter_sim_fleet
 
 START = Decimal("12345.678")
 FLEET = {
@@ -31,15 +29,8 @@ FLEET = {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("fleet")
-    (work / "fleet.yaml").write_text(yaml.safe_dump(FLEET))
     manifest = work / "manifest.json"
-    sim = subprocess.Popen([script("meter-sim"), "fleet", "-c", work / "fleet.yaml",
-                            "--manifest", manifest], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not (manifest.exists() and manifest.stat().st_size):
-        assert sim.poll() is None, "meter-sim fleet exited"
-        assert time.monotonic() < deadline, "meter-sim fleet did not start"
-        time.sleep(0.1)
+    sim = start_meter_sim_fleet(work, FLEET, manifest, "--manifest", str(manifest))
     yield {m["serial"]: m for m in json.loads(manifest.read_text())["meters"]}
     sim.send_signal(signal.SIGTERM)
     assert sim.wait(30) == 0
