@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from edge_agent import __version__
 from edge_agent.buffer import EdgeBuffer
 from edge_agent.buffer_writer import BufferWriter
 from edge_agent.collector import Collector
@@ -26,6 +27,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.health import HealthBoard
 from edge_agent.keys import load_signer, passphrase_from_env
 from edge_agent.meter_plan import plan_meters
+from edge_agent.sync import SyncClient
 from protocols.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ class Agent:
         )
         polling = threading.Thread(target=collector.run, args=(stop,), name="collector")
         polling.start()
+        syncing = None
+        if self.config.sync is not None:
+            sync = SyncClient(self.buffer, self.config.sync, version=__version__)
+            syncing = threading.Thread(target=sync.run, args=(stop,), name="sync")
+            syncing.start()
         health_path = Path(self.config.collection.health_path)
         interval = self.config.agent.housekeeping_interval_s
         next_housekeeping = 0.0
@@ -104,6 +111,8 @@ class Agent:
             stop.set()
             polling.join()
             writer.stop()
+            if syncing is not None:
+                syncing.join()
             if plans:
                 health.save(health_path)
         log.info("agent %s stopped: %d reads buffered", self.config.collector, writer.appended)

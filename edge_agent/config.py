@@ -23,6 +23,7 @@ Example ``edge-agent.toml``::
     housekeeping_interval_s = 3600
 
     # What to poll: see edge_agent/meter_config.py for [collection], [[bus]], [[meter]].
+    # Where to send reads: see edge_agent/sync_config.py for [sync] (none: buffer only).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from edge_agent.keys import PASSPHRASE_ENV
 from edge_agent.meter_config import BusConfig, CollectionSection, MeterConfig
 from edge_agent.meter_plan import MeterPlanError, plan_meters
+from edge_agent.sync_config import SyncSection
 from protocols.read import COLLECTOR_RE
 
 DEFAULT_CONFIG_PATH = Path("edge-agent.toml")
@@ -82,6 +84,7 @@ class AgentConfig(_Section):
     collection: CollectionSection = CollectionSection()
     bus: list[BusConfig] = Field(default_factory=list)
     meter: list[MeterConfig] = Field(default_factory=list)
+    sync: SyncSection | None = None
 
     @property
     def buses(self) -> dict[str, BusConfig]:
@@ -123,6 +126,7 @@ def load_config(path: Path) -> AgentConfig:
                 "health_path": str(base / config.collection.health_path),
                 "profile_dirs": [str(base / d) for d in config.collection.profile_dirs],
             }),
+            "sync": config.sync.resolved(base) if config.sync else None,
         }
     )
     try:

@@ -10,6 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.collectors_cli import collectors_app
+from hub.serve_cli import broker_config, serve
+from hub.store.engine import DEFAULT_URL
+from hub.store_cli import db_app, reads_app
 from hub.verify_file import verify_batch_file
 from protocols.chain import ChainTip
 from protocols.errors import ReadError
@@ -35,11 +39,24 @@ log = logging.getLogger("hub")
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
+    db: Annotated[str, typer.Option(
+        "--db", envvar="METERHUB_DB", show_default=True,
+        help="Hub store: sqlite:///path or postgresql+psycopg://user@host/db.",
+    )] = DEFAULT_URL,
 ) -> None:
     configure_logging(log_level, err)
+    ctx.obj = {"db": db}
+
+
+app.add_typer(collectors_app, name="collectors")
+app.add_typer(db_app, name="db")
+app.add_typer(reads_app, name="reads")
+app.command("serve")(serve)
+app.command("broker-config")(broker_config)
 
 
 @app.command("verify")

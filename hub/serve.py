@@ -1,0 +1,120 @@
+"""``meterhub serve``: the hub's MQTT ingest worker and its background verifier.
+
+The worker subscribes to the reads of every collector through a shared
+subscription, so the broker hands each batch to exactly one of however many
+workers run; all state lives in the database. A batch is processed inside
+paho's message callback and PUBACKed by hand only after the store's commit
+(``manual_ack``), so a worker that dies mid-batch leaves the message
+unacknowledged at the broker as well as at the edge, and nothing is lost.
+The hub's ack to the edge is published after the store's commit.
+
+Reconnection is paho's own (exponential back-off from 1 s to 30 s): a hub
+is one or a few processes, so there is no thundering herd to spread out —
+unlike thousands of gateways, which add jitter (edge_agent/sync.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.ingest import Ingestor
+from hub.store import Store
+from hub.verifier import BackgroundVerifier
+from protocols.broker_settings import BrokerSettings
+from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION, ack_topic, encode_ack
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+
+
+class IngestWorker:
+    """One hub worker: ingest over MQTT plus (optionally) the background verifier."""
+
+    def __init__(
+        self, store: Store, broker: BrokerSettings, *,
+        subscription: str = SHARED_READS_SUBSCRIPTION, client_id: str | None = None,
+        verifier_processes: int | None = None, verify: bool = True,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.subscription = subscription
+        self.client_id = client_id or f"meterhub-{socket.gethostname()}-{os.getpid()}"
+        self.ingestor = Ingestor(store)
+        self.verifier = BackgroundVerifier(store, processes=verifier_processes) if verify else None
+        self.connected = threading.Event()
+        self.batches = 0
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+            protocol=mqtt.MQTTv311, manual_ack=True,
+        )
+        self.broker.apply(client, default_username="meterhub")
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest (and verify) until ``stop`` is set."""
+        verifying = None
+        if self.verifier is not None:
+            verifying = threading.Thread(target=self.verifier.run, args=(stop,),
+                                         name="verifier", daemon=True)
+            verifying.start()
+        log.info("hub worker %s: store %s, broker %s:%d, subscribing %s", self.client_id,
+                 self.store, self.broker.host, self.broker.effective_port, self.subscription)
+        self._client.connect_async(self.broker.host, self.broker.effective_port,
+                                   keepalive=self.broker.keepalive_s)
+        self._client.loop_start()
+        try:
+            stop.wait()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            if verifying is not None:
+                verifying.join()
+            log.info("hub worker %s stopped after %d batches", self.client_id, self.batches)
+
+    # --- paho callbacks (network thread) ----------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object,
+                    reason: ReasonCode, _properties: object) -> None:
+        if reason.is_failure:
+            log.error("broker refused hub worker %s: %s", self.client_id, reason)
+            return
+        client.subscribe(self.subscription, qos=1)
+        self.connected.set()
+        log.info("hub worker %s connected; subscribed to %s", self.client_id, self.subscription)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
+                       reason: ReasonCode, _properties: object) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("hub worker %s lost the broker (%s); reconnecting", self.client_id, reason)
+
+    def _on_message(self, client: mqtt.Client, _userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        try:
+            outcome = self.ingestor.ingest(message.topic, message.payload)
+        except Exception:
+            # The store is unreachable, or a bug: no PUBACK and no ack, so nothing is lost;
+            # the edge resends after its ack timeout.
+            log.exception("ingest of a batch on %s failed; the edge will resend", message.topic)
+            return
+        client.ack(message.mid, message.qos)
+        self.batches += 1
+        if outcome.collector is not None and outcome.ack is not None:
+            client.publish(ack_topic(outcome.collector), encode_ack(outcome.ack), qos=1)

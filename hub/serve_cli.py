@@ -1,0 +1,112 @@
+"""``meterhub serve`` and ``meterhub broker-config``: the hub on the broker, and the broker's door.
+
+Broker settings come from options or ``METERHUB_BROKER_*`` variables, so a
+systemd unit can hold them in an environment file; the password itself only
+ever from a 0600 file or a variable, never an option (``ps`` shows options).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hub.broker_config import (
+    HUB_USERNAME_DEFAULT,
+    BrokerAccount,
+    mosquitto_password_hash,
+    write_broker_config,
+)
+from hub.collectors_cli import broker_password, open_store
+from hub.serve import IngestWorker
+from hub.store.collectors import active_broker_accounts
+from protocols.broker_settings import BrokerCredentialError, BrokerSettings
+from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("hub")
+
+
+def serve(
+    ctx: typer.Context,
+    broker_host: Annotated[str, typer.Option(envvar="METERHUB_BROKER_HOST")] = "127.0.0.1",
+    broker_port: Annotated[int | None, typer.Option(
+        envvar="METERHUB_BROKER_PORT", help="Default 1883, or 8883 with --tls.")] = None,
+    broker_user: Annotated[str, typer.Option(envvar="METERHUB_BROKER_USER")] =
+        HUB_USERNAME_DEFAULT,
+    broker_password_file: Annotated[Path | None, typer.Option(
+        envvar="METERHUB_BROKER_PASSWORD_FILE", help="File (mode 0600) holding the hub's "
+        "broker password.")] = None,
+    broker_password_env: Annotated[str | None, typer.Option(
+        help="Name of an environment variable holding the hub's broker password.")] = None,
+    tls: Annotated[bool, typer.Option("--tls", envvar="METERHUB_BROKER_TLS")] = False,
+    ca_file: Annotated[Path | None, typer.Option(envvar="METERHUB_BROKER_CA_FILE")] = None,
+    subscription: Annotated[str, typer.Option(
+        envvar="METERHUB_SUBSCRIPTION", help="The reads subscription; meterhub/v1/+/reads on a "
+        "broker without shared subscriptions.")] = SHARED_READS_SUBSCRIPTION,
+    verifier_processes: Annotated[int | None, typer.Option(
+        min=1, help="Processes checking stored reads' signatures (default: all cores).")] = None,
+    no_verifier: Annotated[bool, typer.Option(
+        "--no-verifier", help="Ingest only; another worker runs the background verifier.")]
+        = False,
+) -> None:
+    """Ingest collectors' reads from the broker into the store, and verify them in the background.
+
+    Runs until SIGTERM or Ctrl-C. Add workers (on this or other machines) to share ingest:
+    the broker gives each batch to one of them.
+    """
+    try:
+        broker = BrokerSettings(
+            host=broker_host, port=broker_port, username=broker_user, tls=tls, ca_file=ca_file,
+            password_file=broker_password_file, password_env=broker_password_env,
+        )
+    except ValueError as exc:
+        log.error("broker settings: %s", exc)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with open_store(ctx) as store:
+        try:
+            worker = IngestWorker(store, broker, subscription=subscription,
+                                  verifier_processes=verifier_processes, verify=not no_verifier)
+        except BrokerCredentialError as exc:
+            log.error("%s", exc)
+            raise typer.Exit(2) from None
+        err.print(f"meterhub serve: store {store}, broker {broker.host}:{broker.effective_port}")
+        worker.run(stop)
+
+
+def broker_config(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for passwd and acl.")],
+    hub_user: Annotated[str, typer.Option(help="The hub's broker account.")] =
+        HUB_USERNAME_DEFAULT,
+    hub_password_file: Annotated[Path, typer.Option(
+        help="The hub's broker password (mode 0600); made when missing.")] =
+        Path("meterhub-broker.password"),
+) -> None:
+    """Write Mosquitto's password file and ACL: each active collector on its own topics only.
+
+    Point mosquitto.conf's password_file and acl_file at them and reload Mosquitto (SIGHUP).
+    A revoked collector loses its account at the next run.
+    """
+    secret, new = broker_password(hub_password_file)
+
+    with open_store(ctx) as store, store.connect() as conn:
+        collectors = active_broker_accounts(conn)
+    accounts = [BrokerAccount(hub_user, mosquitto_password_hash(secret))]
+    accounts += [BrokerAccount(collector, hashed) for collector, hashed in collectors]
+    passwd, acl = write_broker_config(out_dir, accounts=accounts,
+                                      collectors=[c for c, _ in collectors],
+                                      hub_username=hub_user)
+    out.print(f"wrote {passwd} ({len(accounts)} accounts) and {acl} "
+              f"({len(collectors)} collectors)")
+    if new:
+        out.print(f"the hub's broker password was made and written to {hub_password_file}")

@@ -1,0 +1,134 @@
+"""Stored reads and the quarantine: the writes ingest makes and the queries others need.
+
+Each function takes an open connection and runs in the caller's transaction,
+so ingest can store a batch, advance the collector's chain tip and
+quarantine the rest of the batch atomically.
+
+A read is stored ``pending``: its chain and its batch's last signature were
+checked at ingest, its own signature not yet. The background verifier moves
+it to ``ok`` or ``failed``; :data:`billable_reads` is the only door billing
+may use, and it opens on ``ok`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from hub.store.tables import collectors, quarantine, reads
+from protocols.chain import GENESIS_HASH
+from protocols.errors import ChainError, SeqGapError
+
+PENDING = "pending"
+VERIFIED = "ok"
+FAILED = "failed"
+
+billable_reads = select(reads).where(reads.c.verify_status == VERIFIED)
+"""Reads whose own signature the hub has verified: nothing else may reach a bill."""
+
+
+def insert_reads(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert new reads (one ``executemany``); a repeated (collector, seq) is an error."""
+    if rows:
+        conn.execute(insert(reads), list(rows))
+
+
+def advance_tip(conn: Connection, collector: str, *, seq: int, hash_: str,
+                received_at: datetime) -> None:
+    conn.execute(update(collectors).where(collectors.c.id == collector).values(
+        last_seq=seq, last_hash=hash_, last_received_at=received_at,
+    ))
+
+
+def stored_hashes(
+    conn: Connection, collector: str, first_seq: int, last_seq: int
+) -> dict[int, str]:
+    """Hash of each stored read of ``collector`` with seq in [first, last]."""
+    rows = conn.execute(
+        select(reads.c.seq, reads.c.hash).where(
+            (reads.c.collector == collector) & reads.c.seq.between(first_seq, last_seq)
+        )
+    ).all()
+    return {row.seq: row.hash for row in rows}
+
+
+def add_to_quarantine(
+    conn: Connection, *, topic: str, reason: str, detail: str, raw: bytes,
+    collector: str | None = None, first_seq: int | None = None, last_seq: int | None = None,
+    received_at: datetime | None = None,
+) -> None:
+    conn.execute(insert(quarantine).values(
+        collector=collector, topic=topic, reason=reason, detail=detail, raw=raw,
+        first_seq=first_seq, last_seq=last_seq, received_at=received_at or datetime.now(UTC),
+    ))
+
+
+def quarantine_reasons(conn: Connection, collector: str | None = None) -> dict[str, int]:
+    """How many quarantine entries there are per reason (optionally for one collector)."""
+    query = select(quarantine.c.reason, func.count()).group_by(quarantine.c.reason)
+    if collector is not None:
+        query = query.where(quarantine.c.collector == collector)
+    return {reason: count for reason, count in conn.execute(query).all()}
+
+
+def read_count(conn: Connection, collector: str | None = None) -> int:
+    query = select(func.count()).select_from(reads)
+    if collector is not None:
+        query = query.where(reads.c.collector == collector)
+    return conn.execute(query).scalar_one()
+
+
+def pending_verification(conn: Connection, *, after_id: int, limit: int) -> list[Row[Any]]:
+    """The next reads (by id) whose own signature has not been checked yet."""
+    return list(conn.execute(
+        select(reads.c.id, reads.c.collector, reads.c.seq, reads.c.key_id, reads.c.data,
+               reads.c.sig)
+        .where((reads.c.verify_status == PENDING) & (reads.c.id > after_id))
+        .order_by(reads.c.id).limit(limit)
+    ).all())
+
+
+def record_verified(conn: Connection, ids: Iterable[int], *, at: datetime) -> int:
+    ids = list(ids)
+    if not ids:
+        return 0
+    result = conn.execute(update(reads).where(
+        reads.c.id.in_(ids) & (reads.c.verify_status == PENDING)
+    ).values(verify_status=VERIFIED, verified_at=at))
+    return result.rowcount
+
+
+def record_failed(conn: Connection, read_id: int, *, error: str, at: datetime) -> bool:
+    """Mark one read failed; ``False`` if another worker already settled it."""
+    result = conn.execute(update(reads).where(
+        (reads.c.id == read_id) & (reads.c.verify_status == PENDING)
+    ).values(verify_status=FAILED, verified_at=at, verify_error=error))
+    return result.rowcount == 1
+
+
+def check_stored_chain(conn: Connection, collector: str, *, chunk: int = 5000) -> int:
+    """Walk ``collector``'s stored reads from seq 1: gap-free, each linked to the one before.
+
+    Returns the number of reads; raises :class:`~protocols.errors.ChainError`
+    naming the first seq that does not follow.
+    """
+    expected_seq, expected_hash = 1, GENESIS_HASH
+    while True:
+        rows = conn.execute(
+            select(reads.c.seq, reads.c.prev_hash, reads.c.hash)
+            .where((reads.c.collector == collector) & (reads.c.seq >= expected_seq))
+            .order_by(reads.c.seq).limit(chunk)
+        ).all()
+        if not rows:
+            return expected_seq - 1
+        for seq, prev_hash, hash_ in rows:
+            if seq != expected_seq:
+                raise SeqGapError(f"stored reads jump from seq {expected_seq - 1} to {seq}",
+                                  collector=collector, seq=seq)
+            if prev_hash != expected_hash:
+                raise ChainError("stored read does not link to the one before it",
+                                 collector=collector, seq=seq)
+            expected_seq, expected_hash = seq + 1, hash_

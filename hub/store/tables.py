@@ -1,0 +1,112 @@
+"""The hub's tables, as SQLAlchemy Core: what every query is written against.
+
+The schema on disk is made by the Alembic migrations in ``migrations/``;
+``tests/test_store_migrations.py`` checks that migrating an empty database
+gives exactly these tables, on SQLite and PostgreSQL.
+
+- ``collectors``: one row per enrolled collector with its current key, its
+  status, and the tip of its chain as stored (``last_seq``/``last_hash``) —
+  the row ingest locks, so two hub workers never extend one chain at once.
+- ``collector_keys``: every key a collector has had and the seqs it signed,
+  so reads signed before a rotation stay verifiable.
+- ``reads``: every stored read, unique by (collector, seq), with the exact
+  signed bytes and signature as evidence, and the background verifier's
+  verdict (``verify_status`` pending → ok | failed).
+- ``quarantine``: what was received and not stored as it came, with why.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from hub.store.types import UtcDateTime
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+})
+
+collectors = Table(
+    "collectors", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enrolled_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Column("revoked_reason", Text),
+    Column("broker_password_hash", Text),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("last_hash", String(64), nullable=False),
+    Column("last_received_at", UtcDateTime),
+)
+
+collector_keys = Table(
+    "collector_keys", metadata,
+    Column("collector", String(64), ForeignKey("collectors.id"), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    Column("public_key", Text, nullable=False),
+    Column("from_seq", BigInteger, nullable=False),
+    Column("through_seq", BigInteger),
+    Column("added_at", UtcDateTime, nullable=False),
+)
+
+reads = Table(
+    "reads", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("collector", String(64), ForeignKey("collectors.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("meter", String(64), nullable=False),
+    Column("read_at", UtcDateTime, nullable=False),
+    Column("collected_at", UtcDateTime, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("ntp_synced", Boolean, nullable=False),
+    Column("meter_offset_s", String(32)),
+    Column("values", JSON, nullable=False),
+    Column("flags", JSON, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("sig", LargeBinary, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("verify_status", String(16), nullable=False, default="pending"),
+    Column("verified_at", UtcDateTime),
+    Column("verify_error", Text),
+    UniqueConstraint("collector", "seq"),
+    Index("ix_reads_meter_read_at", "meter", "read_at"),
+    Index("ix_reads_verify_status_id", "verify_status", "id"),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("collector", String(64)),
+    Column("topic", Text, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("first_seq", BigInteger),
+    Column("last_seq", BigInteger),
+    Column("raw", LargeBinary, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_quarantine_collector", "collector", "received_at"),
+)
