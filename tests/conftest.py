@@ -55,3 +55,8 @@ def start_meter_sim_fleet(work: Path, fleet: dict, output: Path, *options: str,
             pytest.fail(f"meter-sim fleet did not write {output.name} (exit {sim.poll()})")
         time.sleep(0.1)
     return sim
+
+
+# Fixtures shared across modules: hub stores on SQLite and PostgreSQL, private brokers.
+from tests.hub_fixtures import store, store_url  # noqa: E402, F401
+from tests.mqtt_fixtures import mosquitto, mosquitto_factory  # noqa: E402, F401
