@@ -278,7 +278,7 @@ def test_a_forked_chain_conflicting_with_stored_reads_is_refused(store, ingestor
 
 
 def test_after_a_rotation_only_the_new_key_signs_new_seqs(store, ingestor, gw1):
-    old, sealed = gw1
+    _, sealed = gw1
     send(ingestor, sealed[:10])
     new = Signer.generate()
     with store.begin() as conn:
