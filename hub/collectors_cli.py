@@ -32,6 +32,7 @@ from hub.store.collectors import (
 )
 from hub.store.engine import display_url
 from hub.store.migrate import SchemaVersionError
+from protocols.broker_settings import BrokerCredentialError, BrokerSettings
 from protocols.signing import PublicKeyError, load_public_key
 
 collectors_app = typer.Typer(help="Enrol, list, revoke and rotate collectors.",
@@ -66,13 +67,27 @@ def open_store(ctx: typer.Context, *, upgrade: bool = False) -> Iterator[Store]:
 
 
 def broker_password(path: Path | None) -> tuple[str, bool]:
-    """(password, newly made): read from ``path`` if it exists, else a new random one."""
+    """(password, newly made): from ``path`` if it exists (and is 0600), else a new one.
+
+    A new password is not written here: see :func:`save_password`, which the
+    commands call inside the transaction that stores its hash, so a failed
+    command leaves no stray secret behind.
+    """
     if path is not None and path.exists():
-        return path.read_text(encoding="utf-8").strip(), False
-    password = secrets.token_urlsafe(32)
-    if path is not None:
-        write_atomic(path, (password + "\n").encode("ascii"), mode=0o600, overwrite=False)
-    return password, True
+        try:
+            secret = BrokerSettings(password_file=path).password()
+        except BrokerCredentialError as exc:
+            log.error("%s", exc)
+            raise typer.Exit(2) from None
+        if not secret:
+            log.error("%s is empty", path)
+            raise typer.Exit(2)
+        return secret, False
+    return secrets.token_urlsafe(32), True
+
+
+def save_password(path: Path, secret: str) -> None:
+    write_atomic(path, (secret + "\n").encode("ascii"), mode=0o600, overwrite=False)
 
 
 def _public_key(path: Path) -> Ed25519PublicKey:
@@ -97,6 +112,8 @@ def add(
     with open_store(ctx) as store, store.begin() as conn:
         collector = add_collector(conn, collector_id, key,
                                   broker_password_hash=mosquitto_password_hash(password))
+        if new and password_file is not None:
+            save_password(password_file, password)
     out.print(f"enrolled {collector.id} with key {collector.key_id}")
     if password_file is None:
         out.print(f"broker password (shown once; put it in the gateway's password_file): "
@@ -110,9 +127,11 @@ def add(
 def password(ctx: typer.Context, collector_id: IdOption,
              password_file: PasswordFileOption = None) -> None:
     """Give a collector a new broker password (the old one stops at the next broker-config)."""
-    secret, _ = broker_password(password_file)
+    secret, new = broker_password(password_file)
     with open_store(ctx) as store, store.begin() as conn:
         set_broker_password_hash(conn, collector_id, mosquitto_password_hash(secret))
+        if new and password_file is not None:
+            save_password(password_file, secret)
     if password_file is None:
         out.print(f"new broker password for {collector_id} (shown once): {secret}")
     out.print("run `meterhub broker-config` to apply it")

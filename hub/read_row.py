@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from protocols.chain import read_hash
-from protocols.errors import InvalidFieldError, MalformedReadError, MissingFieldError
+from protocols.errors import (
+    ExtraFieldError,
+    InvalidFieldError,
+    MalformedReadError,
+    MissingFieldError,
+)
 from protocols.read import READ_FORMAT_VERSION, Source
 
 _SOURCES = frozenset(s.value for s in Source)
@@ -29,7 +34,7 @@ def read_row(data: bytes, sig: bytes, *, received_at: datetime) -> dict[str, Any
     """The ``reads`` row for one read's signed bytes, or a typed ``MalformedReadError``."""
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise MalformedReadError(f"read is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise MalformedReadError("read is not a JSON object")
@@ -38,7 +43,7 @@ def read_row(data: bytes, sig: bytes, *, received_at: datetime) -> dict[str, Any
             raise MissingFieldError(f"missing {name}", field=name)
     if len(raw) != len(_FIELDS):
         extra = sorted(set(raw) - set(_FIELDS))
-        raise MalformedReadError(f"unknown field(s) {', '.join(extra)}", field=extra[0])
+        raise ExtraFieldError(f"unknown field(s) {', '.join(extra)}", field=extra[0])
     if raw["v"] != READ_FORMAT_VERSION or type(raw["v"]) is not int:
         raise InvalidFieldError(f"read format version {raw['v']!r} is not supported", field="v")
     seq = raw["seq"]
@@ -51,7 +56,7 @@ def read_row(data: bytes, sig: bytes, *, received_at: datetime) -> dict[str, Any
     if offset is not None and not isinstance(offset, str):
         raise InvalidFieldError("meter_offset_s must be a decimal string",
                                 field="clock.meter_offset_s")
-    if raw["source"] not in _SOURCES:
+    if not isinstance(raw["source"], str) or raw["source"] not in _SOURCES:
         raise InvalidFieldError(f"unknown source {raw['source']!r}", field="source")
     if not isinstance(raw["values"], dict) or not raw["values"]:
         raise InvalidFieldError("values must be a non-empty object", field="values")
@@ -93,4 +98,8 @@ def _instant(raw: dict[str, Any], name: str) -> datetime:
         raise InvalidFieldError(f"{value!r} is not an ISO 8601 time", field=name) from None
     if parsed.tzinfo is None:
         raise InvalidFieldError(f"{value!r} has no time zone", field=name)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidFieldError(f"{value!r} is outside the years 1–9999 in UTC",
+                                field=name) from None

@@ -22,7 +22,7 @@ from hub.broker_config import (
     mosquitto_password_hash,
     write_broker_config,
 )
-from hub.collectors_cli import broker_password, open_store
+from hub.collectors_cli import broker_password, open_store, save_password
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
 from protocols.broker_settings import BrokerCredentialError, BrokerSettings
@@ -98,6 +98,8 @@ def broker_config(
     A revoked collector loses its account at the next run.
     """
     secret, new = broker_password(hub_password_file)
+    if new:
+        save_password(hub_password_file, secret)
 
     with open_store(ctx) as store, store.connect() as conn:
         collectors = active_broker_accounts(conn)

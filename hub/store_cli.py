@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from hub.collectors_cli import open_store
+from hub.store.collectors import get_collector
 from hub.store.engine import display_url, make_engine
 from hub.store.migrate import current_revision, head_revision, upgrade
 from hub.store.reads import check_stored_chain, quarantine_reasons
@@ -48,7 +49,11 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_status(ctx: typer.Context) -> None:
     """The store's schema revision against this hub's newest."""
     url = ctx.obj["db"]
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except ValueError as exc:
+        log.error("%s: %s", display_url(url), exc)
+        raise typer.Exit(2) from None
     try:
         current = current_revision(engine)
     finally:
@@ -110,6 +115,7 @@ def reads_check_chain(
 ) -> None:
     """Walk a collector's stored reads from seq 1: gap-free and hash-linked."""
     with open_store(ctx) as store, store.connect() as conn:
+        get_collector(conn, collector)  # an unknown id is an error, not an empty chain
         try:
             count = check_stored_chain(conn, collector)
         except ReadError as exc:

@@ -66,7 +66,7 @@ def decode_batch(payload: bytes, *, max_reads: int = MAX_BATCH_READS) -> Batch:
     """Parse an envelope, or raise :class:`BatchError` saying what is wrong."""
     try:
         raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise BatchError(f"batch is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise BatchError("batch is not a JSON object")

@@ -180,6 +180,8 @@ def _parse_json(data: bytes) -> dict[str, Any]:
                          parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise MalformedReadError(f"not JSON: {exc.msg} at byte {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, 10 000 nested arrays
+        raise MalformedReadError(f"not a JSON document a read can be: {exc}") from None
     if not isinstance(raw, dict):
         raise MalformedReadError(f"a read is a JSON object, not {type(raw).__name__}")
     return raw

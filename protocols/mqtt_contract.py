@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from protocols.errors import ReadError
@@ -167,7 +167,7 @@ class Status:
 def encode_status(status: Status) -> bytes:
     body: dict[str, Any] = {"state": status.state, "version": status.version}
     if status.at is not None:
-        body["at"] = format_instant(status.at)
+        body["at"] = format_instant(status.at.astimezone(UTC))
     for name in ("buffer_depth", "last_seq", "acked_through"):
         value = getattr(status, name)
         if value is not None:
@@ -184,6 +184,8 @@ def decode_status(payload: bytes) -> Status:
     if not isinstance(version, str):
         raise ContractError("status names the agent version", field="version")
     at = raw.get("at")
+    if at is not None and not isinstance(at, str):
+        raise ContractError(f"status time {at!r} is not an ISO 8601 string", field="at")
     counts = {}
     for name in ("buffer_depth", "last_seq", "acked_through"):
         value = raw.get(name)
@@ -191,16 +193,20 @@ def decode_status(payload: bytes) -> Status:
             raise ContractError(f"{name} {value!r} is not a count", field=name)
         counts[name] = value
     try:
-        when = datetime.fromisoformat(at) if isinstance(at, str) else None
-    except ValueError:
-        raise ContractError(f"status time {at!r} is not ISO 8601", field="at") from None
+        when = datetime.fromisoformat(at) if at is not None else None
+        if when is not None:
+            if when.tzinfo is None:
+                raise ContractError(f"status time {at!r} has no time zone", field="at")
+            when = when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ContractError(f"status time {at!r} is not an ISO 8601 time", field="at") from None
     return Status(state, version, when, **counts)
 
 
 def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise ContractError(f"{what} is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ContractError(f"{what} is not a JSON object")

@@ -106,6 +106,26 @@ def test_rotation_keeps_the_old_key_for_the_seqs_it_signed(store):
     assert rotated.key_for(new.key_id, 100) is None
 
 
+def test_a_key_replaced_before_it_signed_anything_stored_covers_no_seq(store):
+    leaked, new = Signer.generate(), Signer.generate()
+    with store.begin() as conn:
+        add_collector(conn, "gw-1", leaked.public_key)
+        rotated = rotate_key(conn, "gw-1", new.public_key, from_seq=1)
+    assert all(rotated.key_for(leaked.key_id, seq) is None for seq in (1, 2, 10**6))
+    assert rotated.key_for(new.key_id, 1) is not None
+
+
+def test_a_second_rotation_closes_every_key_reaching_its_seq(store):
+    a, b, c = Signer.generate(), Signer.generate(), Signer.generate()
+    with store.begin() as conn:
+        add_collector(conn, "gw-1", a.public_key)
+        rotate_key(conn, "gw-1", b.public_key, from_seq=100)
+        rotated = rotate_key(conn, "gw-1", c.public_key, from_seq=50)
+    assert rotated.key_for(a.key_id, 49) is not None
+    assert rotated.key_for(a.key_id, 60) is None and rotated.key_for(b.key_id, 150) is None
+    assert rotated.key_for(c.key_id, 60) is not None
+
+
 def test_rotation_cannot_reassign_stored_seqs_or_reuse_a_key(store):
     old = Signer.generate()
     with store.begin() as conn:

@@ -172,11 +172,11 @@ def rotate_key(
     if any(key.key_id == key_id for key in current.keys):
         raise CollectorError(f"key {key_id} was already used by {collector_id}; "
                              "a rotation needs a new key")
-    open_keys = [key for key in current.keys if key.through_seq is None]
-    for key in open_keys:
-        if key.from_seq >= from_seq:
-            raise CollectorError(f"key {key.key_id} starts at seq {key.from_seq}; "
-                                 f"from_seq must be after it")
+    # Every key that could sign from_seq or later stops before it (a key that signed
+    # nothing stored yet may end up covering no seq at all: it is retired).
+    reaching = [key for key in current.keys
+                if key.through_seq is None or key.through_seq >= from_seq]
+    for key in reaching:
         conn.execute(update(collector_keys).where(
             (collector_keys.c.collector == collector_id) & (collector_keys.c.key_id == key.key_id)
         ).values(through_seq=from_seq - 1))

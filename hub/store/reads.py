@@ -112,9 +112,12 @@ def record_failed(conn: Connection, read_id: int, *, error: str, at: datetime) -
 def check_stored_chain(conn: Connection, collector: str, *, chunk: int = 5000) -> int:
     """Walk ``collector``'s stored reads from seq 1: gap-free, each linked to the one before.
 
-    Returns the number of reads; raises :class:`~protocols.errors.ChainError`
-    naming the first seq that does not follow.
+    The walk must end at the tip the hub recorded for the collector, so reads
+    deleted from the end are caught too. Returns the number of reads; raises
+    :class:`~protocols.errors.ChainError` naming the first seq that does not follow.
     """
+    tip = conn.execute(select(collectors.c.last_seq, collectors.c.last_hash)
+                       .where(collectors.c.id == collector)).first()
     expected_seq, expected_hash = 1, GENESIS_HASH
     while True:
         rows = conn.execute(
@@ -123,6 +126,12 @@ def check_stored_chain(conn: Connection, collector: str, *, chunk: int = 5000) -
             .order_by(reads.c.seq).limit(chunk)
         ).all()
         if not rows:
+            if tip is not None and (tip.last_seq, tip.last_hash) != (expected_seq - 1,
+                                                                     expected_hash):
+                raise ChainError(
+                    f"stored reads end at seq {expected_seq - 1}, but the hub recorded the "
+                    f"chain's tip at seq {tip.last_seq}: reads were deleted or altered",
+                    collector=collector, seq=expected_seq)
             return expected_seq - 1
         for seq, prev_hash, hash_ in rows:
             if seq != expected_seq:
