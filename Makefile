@@ -25,6 +25,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.edge_buffer
 	$(BIN)/python -m bench.poll
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.backlog
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
