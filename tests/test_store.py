@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from hub.store import Store
@@ -28,7 +31,9 @@ from hub.store.migrate import (
     require_current,
     upgrade,
 )
+from hub.store.reads import insert_reads
 from hub.store.tables import metadata, quarantine
+from hub.store.types import UtcDateTime, sqlite_utc_text
 from protocols.chain import GENESIS_HASH
 from protocols.signing import Signer
 
@@ -165,3 +170,25 @@ def test_a_seq_is_stored_once_per_collector(store):
         conn.execute(insert(metadata.tables["reads"]), [stored_row(read)])
     with pytest.raises(IntegrityError), store.begin() as conn:
         conn.execute(insert(metadata.tables["reads"]), [stored_row(read)])
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.timezones()))
+def test_the_fast_sqlite_time_text_is_what_sqlalchemy_writes_and_reads(value):
+    dialect = sqlite.dialect()
+    slow = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert sqlite_utc_text(value) == slow(value)
+    back = UtcDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert back(sqlite_utc_text(value)) == value.astimezone(UTC)  # aware, UTC, same instant
+
+
+def test_ingest_binding_stores_what_the_orm_free_insert_would(store):
+    from tests.test_ingest import enrolled, sealed_reads, stored_row
+
+    signer = enrolled(store, "gw-1")
+    row = stored_row(sealed_reads(signer, "gw-1", 1)[0])
+    with store.begin() as conn:
+        insert_reads(conn, [row])
+        got = conn.execute(select(metadata.tables["reads"])).one()._mapping
+    for name, value in row.items():
+        assert got[name] == value, name

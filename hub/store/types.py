@@ -15,6 +15,15 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """How SQLAlchemy stores a UTC time in SQLite (``2026-11-23 06:00:00.000000``), fast."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: meterhub stores aware UTC times only")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
