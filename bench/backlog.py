@@ -54,12 +54,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="drain 1 000 000 reads")
     parser.add_argument("--reads", type=int, help="reads in the backlog")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="hub ingest processes sharing the subscription")
     args = parser.parse_args()
     count = args.reads or (AIM_READS if args.full else 200_000)
     console = Console(width=120)
     with Progress(console=console) as progress:
         source, signer = prepared_buffer(count, progress)
-        with broker_and_hub(OUT) as (broker, store):
+        with broker_and_hub(OUT, workers=args.workers) as (broker, store):
             with store.begin() as conn:
                 add_collector(conn, "bench-backlog", signer.public_key)
             for suffix in ("", "-wal", "-shm"):
@@ -70,7 +72,8 @@ def main() -> None:
     rate = count / seconds
     projected = AIM_READS / rate
     print_figures(f"Backlog drain — {machine()}", [
-        Figure("backlog drained and acked", count, "reads"),
+        Figure("backlog drained and acked", count, "reads",
+               f"{args.workers} hub worker{'s' if args.workers > 1 else ''}"),
         Figure("time to drain", seconds, "s"),
         Figure("drain rate", rate, "reads/s"),
         Figure("1 000 000 reads at this rate", projected, "s", f"aim ≤ {AIM_SECONDS:.0f} s"),

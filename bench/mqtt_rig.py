@@ -26,7 +26,7 @@ from edge_agent.sync_config import SyncSection
 from hub.store import Store
 from hub.store.collectors import add_collector
 from protocols.signing import Signer
-from tests.mosquitto import Mosquitto
+from simulators.private_broker import Mosquitto
 
 BIN = Path(sys.executable).parent
 SYNC = SyncSection(batch_size=1000, linger_s=0.05, window=8, ack_timeout_s=60,

@@ -62,8 +62,6 @@ from protocols.mqtt_contract import (
 log = logging.getLogger(__name__)
 
 LOOP_TICK_S = 0.05
-REWIND_HOLDOFF_S = 1.0
-"""After a rewind, later seq_gap answers to batches sent before it are expected; ignore them."""
 
 
 @dataclass
@@ -95,7 +93,8 @@ class _Session:
     in_flight: deque[_InFlight] = field(default_factory=deque)
     linger_since: float | None = None
     hold_until: float = 0.0
-    last_rewind: float = float("-inf")
+    rewound_at: int = -1
+    """The acked seq the last rewind resent from; gap answers no newer than it are stale."""
     next_status: float = 0.0
 
 
@@ -132,7 +131,6 @@ class SyncClient:
             delay = self._connect_backoff.next()
             log.info("sync %s: reconnecting in %.1f s", self.collector, delay)
             stop.wait(delay)
-        self._say_offline()
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -177,20 +175,22 @@ class SyncClient:
                     break
                 continue
             self._pump(session, now)
+        if stop.is_set() and session.ready:
+            self._say_offline()
         self._client.disconnect()
-        self._client.loop(timeout=LOOP_TICK_S)  # let paho close the socket cleanly
+        self._client.loop(timeout=LOOP_TICK_S)  # let paho send DISCONNECT and close
 
     def _say_offline(self) -> None:
-        """A clean stop: the will is not sent, so say offline ourselves if we can."""
-        if not self._client.is_connected() and not self._connect():
-            return
+        """A clean stop: the broker drops the will on DISCONNECT, so say offline ourselves.
+
+        (If the link is already down at stop, the broker publishes the will.)
+        """
         info = self._client.publish(status_topic(self.collector),
                                     encode_status(self._status("offline")), qos=1, retain=True)
         deadline = self._monotonic() + 2.0
         while not info.is_published() and self._monotonic() < deadline:
             if self._client.loop(timeout=LOOP_TICK_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
-        self._client.disconnect()
 
     # --- sending ---------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class SyncClient:
                         self.collector, session.in_flight[0].first_seq,
                         session.in_flight[0].last_seq, self.settings.ack_timeout_s,
                         self.buffer.tip_acked() + 1)
-            self._rewind(session, now)
+            self._rewind(session)
         if now < session.hold_until:
             return
         while len(session.in_flight) < self.settings.window:
@@ -222,11 +222,10 @@ class SyncClient:
             self.stats.batches_sent += 1
             self.stats.reads_sent += len(reads)
 
-    def _rewind(self, session: _Session, now: float) -> None:
-        session.cursor = self.buffer.tip_acked()
+    def _rewind(self, session: _Session) -> None:
+        session.cursor = session.rewound_at = self.buffer.tip_acked()
         session.in_flight.clear()
         session.linger_since = None
-        session.last_rewind = now
         self.stats.rewinds += 1
 
     def _publish_status(self, session: _Session, now: float) -> None:
@@ -303,14 +302,16 @@ class SyncClient:
             return
         self.stats.rejections += 1
         if all(r.reason == "seq_gap" for r in live):
-            if now - session.last_rewind >= REWIND_HOLDOFF_S:
+            # Every batch sent after a lost one comes back as a gap naming the same stored
+            # tip; resend once per tip, not once per answer.
+            if ack.through_seq > session.rewound_at:
                 log.info("sync %s: hub holds reads only through seq %d; resending from there",
                          self.collector, ack.through_seq)
-                self._rewind(session, now)
+                self._rewind(session)
             return
         delay = self._reject_backoff.next()
         for r in live:
             log.error("ALARM sync %s: hub refused seq %d–%d (%s); kept, resending in %.0f s",
                       self.collector, r.seq, r.last_seq, r.reason, delay)
-        self._rewind(session, now)
+        self._rewind(session)
         session.hold_until = now + delay

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,11 +200,24 @@ def _unauthenticated(seq: int, collector: str, problem: ReadError | None) -> Rea
 # --- the shell: one message against the store -------------------------------------------
 
 
+GAP_WAIT_S = 0.25
+"""How long a batch that starts beyond the stored tip waits for the batches before it.
+
+With several workers on the shared subscription, batch k+1 can reach the
+store a moment before batch k, which another worker is still processing.
+Answering ``seq_gap`` at once would make the edge resend both; waiting a
+little first lets batch k commit. A batch whose predecessor really was lost
+waits this long before its gap is reported."""
+GAP_POLL_S = 0.01
+
+
 class Ingestor:
     """Authenticates and stores batches; safe to run in several workers against one store."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(self, store: Store, *, gap_wait_s: float = GAP_WAIT_S,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.store = store
+        self.gap_wait_s = gap_wait_s
         self._clock = clock
 
     def ingest(self, topic: str, payload: bytes) -> IngestOutcome:
@@ -223,6 +237,17 @@ class Ingestor:
             return self._refuse(topic, payload, collector_id, batch, received_at, Refusal(
                 "wrong_topic", f"a batch of collector {batch.collector} on {topic}: a collector "
                 "publishes only under its own topic", batch.first_seq, batch.last_seq))
+        deadline = time.monotonic() + self.gap_wait_s
+        while True:
+            outcome = self._store_batch(topic, payload, collector_id, batch, received_at)
+            gap = outcome.refusal is not None and outcome.refusal.reason == "seq_gap"
+            if not gap or time.monotonic() >= deadline:
+                return self._logged(outcome, batch)
+            time.sleep(GAP_POLL_S)
+
+    def _store_batch(self, topic: str, payload: bytes, collector_id: str, batch: Batch,
+                     received_at: datetime) -> IngestOutcome:
+        """One attempt, one transaction: authenticate, insert, advance the tip, quarantine."""
         verdict = Verdict()
         with self.store.begin() as conn:
             collector = find_collector(conn, collector_id, lock=True)
@@ -242,8 +267,9 @@ class Ingestor:
                                 received_at=received_at)
                 if refusal is not None and refusal.reason != "seq_gap":
                     self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
-        return self._outcome(collector_id, batch, through, refusal,
-                             stored=len(verdict.new_rows), duplicates=verdict.duplicates)
+        rejected = (refusal.rejection,) if refusal and refusal.first_seq else ()
+        return IngestOutcome(collector_id, Ack(through, rejected), len(verdict.new_rows),
+                             verdict.duplicates, refusal)
 
     def _authenticate(self, conn: Connection, batch: Batch, collector: Collector,
                       received_at: datetime) -> Verdict:
@@ -252,9 +278,10 @@ class Ingestor:
                   if batch.first_seq <= overlap_end else {})
         return authenticate(batch, collector, stored, received_at=received_at)
 
-    def _outcome(self, collector_id: str, batch: Batch, through: int, refusal: Refusal | None,
-                 *, stored: int, duplicates: int) -> IngestOutcome:
-        rejected = (refusal.rejection,) if refusal and refusal.first_seq else ()
+    @staticmethod
+    def _logged(outcome: IngestOutcome, batch: Batch) -> IngestOutcome:
+        refusal, collector_id = outcome.refusal, outcome.collector
+        through = outcome.ack.through_seq if outcome.ack else 0
         if refusal is None:
             log.debug("%s: stored seq %d–%d", collector_id, batch.first_seq, batch.last_seq)
         elif refusal.reason == "seq_gap":
@@ -262,7 +289,7 @@ class Ingestor:
         elif refusal.reason != "replayed":
             log.warning("ALARM %s: refused seq %d–%d (%s): %s", collector_id, refusal.first_seq,
                         refusal.last_seq, refusal.reason, refusal.detail)
-        return IngestOutcome(collector_id, Ack(through, rejected), stored, duplicates, refusal)
+        return outcome
 
     def _refuse(self, topic: str, payload: bytes, collector_id: str, batch: Batch | None,
                 received_at: datetime, refusal: Refusal) -> IngestOutcome:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 
@@ -24,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.ingest import Ingestor
+from hub.ingest import GAP_WAIT_S, Ingestor
 from hub.store import Store
 from hub.verifier import BackgroundVerifier
 from protocols.broker_settings import BrokerSettings
@@ -43,12 +44,15 @@ class IngestWorker:
         self, store: Store, broker: BrokerSettings, *,
         subscription: str = SHARED_READS_SUBSCRIPTION, client_id: str | None = None,
         verifier_processes: int | None = None, verify: bool = True,
+        gap_wait_s: float = GAP_WAIT_S,
     ) -> None:
         self.store = store
         self.broker = broker
         self.subscription = subscription
-        self.client_id = client_id or f"meterhub-{socket.gethostname()}-{os.getpid()}"
-        self.ingestor = Ingestor(store)
+        # unique per worker: a broker disconnects the older of two clients with one id
+        self.client_id = client_id or (
+            f"meterhub-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+        self.ingestor = Ingestor(store, gap_wait_s=gap_wait_s)
         self.verifier = BackgroundVerifier(store, processes=verifier_processes) if verify else None
         self.connected = threading.Event()
         self.batches = 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import Mosquitto
+from simulators.private_broker import Mosquitto
 
 MosquittoFactory = Callable[..., Mosquitto]
 

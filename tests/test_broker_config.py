@@ -30,7 +30,7 @@ from hub.broker_config import (
     render_password_file,
     write_broker_config,
 )
-from tests.mosquitto import Mosquitto
+from simulators.private_broker import Mosquitto
 from tests.mqtt_fixtures import mosquitto_factory  # noqa: F401
 
 TIMEOUT = 3.0            # for anything that must happen

@@ -168,3 +168,47 @@ def test_a_wrong_broker_password_is_an_alarm_and_nothing_is_lost(tmp_path, store
         wait_until(lambda: sync.stats.connects >= 2, 15, "a retry after the refusal")
     assert "broker refused the connection" in caplog.text
     assert gateway.acked() == 0
+
+
+def test_a_tampered_batch_through_the_broker_is_quarantined_and_refused_in_the_ack(
+        tmp_path, store, mosquitto):
+    from hub.store.reads import quarantine_reasons, read_count
+    from protocols.batch import encode_batch
+    from protocols.mqtt_contract import Rejection, ack_topic, decode_ack, reads_topic
+    from tests.test_ingest import altered, sealed_reads
+
+    gateway = Gateway(tmp_path / "gw", store, broker_port=mosquitto.port)
+    batch = sealed_reads(gateway.signer, "gw-1", 8)
+    batch[3] = altered(batch[3])
+    acks: list = []
+    got_ack = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tamperer")
+    client.on_message = lambda _c, _u, m: (acks.append(decode_ack(m.payload)), got_ack.set())
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe(ack_topic("gw-1"), qos=1)
+    client.loop_start()
+    try:
+        with hub_thread(store, mosquitto.port):
+            client.publish(reads_topic("gw-1"), encode_batch("gw-1", batch), qos=1)
+            assert got_ack.wait(10), "no ack for the tampered batch"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert acks[0].through_seq == 0
+    assert acks[0].rejected == (Rejection(1, 8, "broken_chain"),)
+    with store.connect() as conn:
+        assert read_count(conn) == 0
+        assert quarantine_reasons(conn) == {"broken_chain": 1}
+
+
+def test_two_hub_workers_share_ingest_without_stalling_the_edge(tmp_path, store, mosquitto):
+    gateway = Gateway(tmp_path / "gw", store, broker_port=mosquitto.port, batch_size=100,
+                      window=8, ack_timeout_s=30)
+    gateway.append(6000)
+    with hub_thread(store, mosquitto.port) as first, hub_thread(store, mosquitto.port) as second, \
+            gateway.sync_thread() as sync:
+        # far within the ack timeout: out-of-order batches must not leave the edge waiting on it
+        wait_until(lambda: gateway.acked() == 6000, 20, "both workers to ingest the backlog")
+    assert first.batches > 0 and second.batches > 0  # the broker shared the subscription
+    assert sync.stats.rewinds <= 5
+    assert_exactly_once(store, gateway, 6000)

@@ -10,6 +10,7 @@ through. PostgreSQL needs nothing special: ingest locks the collector's row.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "sqlite:///meterhub.sqlite"
 SQLITE_BUSY_TIMEOUT_S = 60
+SQLITE_CACHE_KIB = 64 * 1024
+"""Page cache per connection. SQLite's default is 2 MiB; the reads index on (meter,
+read_at) takes inserts all over its B-tree, and once the store outgrows the cache every
+insert waits for the disk (1 M stored reads: 15 000 reads/s against 24 000 at 200 k)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -27,15 +32,21 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                               json_serializer=compact_json)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             raise ValueError(f"use postgresql+psycopg:// (psycopg 3), not {parsed.drivername}")
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, json_serializer=compact_json)
     raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def compact_json(value: Any) -> str:
+    """JSON columns as compact UTF-8 text: no padding spaces in every stored row."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def display_url(url: str) -> str:
@@ -50,6 +61,7 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
     cursor.close()
 
 

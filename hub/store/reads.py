@@ -46,11 +46,14 @@ def insert_reads(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
         return
     plan = _insert_plan(conn.dialect)
+    # a batch's rows share one received_at object: convert it once, not once per read
+    binders = [(name, _remember_last(bind) if name == "received_at" else bind)
+               for name, bind in plan.binders]
     if plan.positional:
-        params: list[Any] = [tuple(bind(row.get(name)) for name, bind in plan.binders)
+        params: list[Any] = [tuple(bind(row.get(name)) for name, bind in binders)
                              for row in rows]
     else:
-        params = [{name: bind(row.get(name)) for name, bind in plan.binders} for row in rows]
+        params = [{name: bind(row.get(name)) for name, bind in binders} for row in rows]
     conn.exec_driver_sql(plan.sql, params)
 
 
@@ -86,6 +89,18 @@ def _insert_plan(dialect: Dialect) -> _InsertPlan:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _remember_last(bind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``bind``, answering again from memory when given the very same object again."""
+    last: list[Any] = [object(), None]
+
+    def bind_once(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, bind(value)
+        return last[1]
+
+    return bind_once
 
 
 def advance_tip(conn: Connection, collector: str, *, seq: int, hash_: str,
