@@ -67,6 +67,7 @@ LOOP_TICK_S = 0.05
 @dataclass
 class SyncStats:
     connects: int = 0
+    connect_failures: int = 0
     batches_sent: int = 0
     reads_sent: int = 0
     reads_acked: int = 0
@@ -152,7 +153,8 @@ class SyncClient:
         try:
             self._client.connect(self.settings.host, self.settings.effective_port,
                                  keepalive=self.settings.keepalive_s)
-        except (OSError, BrokerCredentialError) as exc:
+        except (OSError, BrokerCredentialError) as exc:  # incl. a TLS certificate refused
+            self.stats.connect_failures += 1
             log.warning("sync %s: cannot reach broker %s:%d: %s", self.collector,
                         self.settings.host, self.settings.effective_port, exc)
             return False

@@ -93,6 +93,12 @@ class IngestOutcome:
 # --- the pure part: one batch against one collector's stored chain --------------------
 
 
+class ConflictError(ChainError):
+    """A read for a seq the hub already holds, with other bytes than the ones it holds."""
+
+    reason = "conflict"
+
+
 def authenticate(
     batch: Batch, collector: Collector, stored: Mapping[int, str], *, received_at: datetime,
 ) -> Verdict:
@@ -151,12 +157,6 @@ def authenticate(
             "stored, byte for byte: a redelivery or a replay; nothing changed",
             batch.first_seq, batch.last_seq))
     return Verdict(rows, duplicates)
-
-
-class ConflictError(ChainError):
-    """A read for a seq the hub already holds, with other bytes than the ones it holds."""
-
-    reason = "conflict"
 
 
 def _checked_row(signed: SignedRead, seq: int, collector: Collector,

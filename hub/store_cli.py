@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from hub.collectors_cli import open_store
 from hub.store.collectors import get_collector
@@ -26,19 +28,26 @@ out = Console()
 log = logging.getLogger("hub")
 
 
-@db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context) -> None:
-    """Create or migrate the hub store to this version's schema (one transaction)."""
-    url = ctx.obj["db"]
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    """An engine for ``url`` whatever its schema; a URL we cannot use exits 2 with one line."""
     try:
         engine = make_engine(url)
     except ValueError as exc:
         log.error("%s: %s", display_url(url), exc)
         raise typer.Exit(2) from None
     try:
-        before, after = upgrade(engine)
+        yield engine
     finally:
         engine.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the hub store to this version's schema (one transaction)."""
+    url = ctx.obj["db"]
+    with _engine(url) as engine:
+        before, after = upgrade(engine)
     if before == after:
         out.print(f"{display_url(url)}: schema {after} is current")
     else:
@@ -49,15 +58,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_status(ctx: typer.Context) -> None:
     """The store's schema revision against this hub's newest."""
     url = ctx.obj["db"]
-    try:
-        engine = make_engine(url)
-    except ValueError as exc:
-        log.error("%s: %s", display_url(url), exc)
-        raise typer.Exit(2) from None
-    try:
+    with _engine(url) as engine:
         current = current_revision(engine)
-    finally:
-        engine.dispose()
     head = head_revision()
     out.print(f"{display_url(url)}: schema {current or '(none)'}; this hub's newest is {head}")
     if current != head:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -14,6 +17,7 @@ from hub.broker_config import BrokerAccount, mosquitto_password_hash, write_brok
 from hub.serve import IngestWorker
 from protocols.broker_settings import BrokerSettings
 from protocols.mqtt_contract import Status, decode_status, status_topic
+from simulators.private_broker import Mosquitto
 from tests.sync_harness import (
     Gateway,
     assert_exactly_once,
@@ -212,3 +216,65 @@ def test_two_hub_workers_share_ingest_without_stalling_the_edge(tmp_path, store,
     assert first.batches > 0 and second.batches > 0  # the broker shared the subscription
     assert sync.stats.rewinds <= 5
     assert_exactly_once(store, gateway, 6000)
+
+
+def server_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    ca = certificate("meterhub test CA", ca_key, "meterhub test CA", ca_key, ca=True)
+    server = certificate("127.0.0.1", server_key, "meterhub test CA", ca_key, ca=False)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return paths
+
+
+def test_sync_over_tls_with_the_configured_ca_and_refused_without_it(tmp_path, store):
+    ca, cert, key = server_certificate(tmp_path)
+    with Mosquitto(tmp_path / "broker", tls=(cert, key)).start() as broker:
+        gateway = Gateway(tmp_path / "gw", store, broker_port=broker.port, tls=True,
+                          ca_file=str(ca))
+        gateway.append(150)
+        hub = IngestWorker(store, BrokerSettings(port=broker.port, tls=True, ca_file=ca),
+                           verify=False)
+        stop = threading.Event()
+        running = threading.Thread(target=hub.run, args=(stop,))
+        running.start()
+        try:
+            with gateway.sync_thread():
+                wait_until(lambda: gateway.acked() == 150, 30, "reads over TLS")
+            gateway.append(10)
+            with gateway.sync_thread(ca_file=None) as untrusting:  # the system CAs only
+                wait_until(lambda: untrusting.stats.connect_failures >= 2, 15,
+                           "the unverifiable broker to be refused twice")
+                assert untrusting.stats.connects == 0
+            assert gateway.acked() == 150
+        finally:
+            stop.set()
+            running.join(30)
