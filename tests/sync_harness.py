@@ -117,10 +117,11 @@ def _toml(value: object) -> str:
 
 
 @contextmanager
-def hub_thread(store: Store, broker_port: int, *, verify: bool = False) -> Iterator[IngestWorker]:
-    worker = IngestWorker(store, BrokerSettings(host="127.0.0.1", port=broker_port,
-                                                keepalive_s=5),
-                          verify=verify, verifier_processes=1)
+def hub_thread(store: Store, broker_port: int, *, verify: bool = False,
+               **broker: object) -> Iterator[IngestWorker]:
+    """A hub worker thread; ``broker`` adds settings (credentials, TLS) to host and port."""
+    settings = BrokerSettings(host="127.0.0.1", port=broker_port, keepalive_s=5, **broker)
+    worker = IngestWorker(store, settings, verify=verify, verifier_processes=1)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="hub")
     thread.start()

@@ -14,8 +14,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.broker_config import BrokerAccount, mosquitto_password_hash, write_broker_config
-from hub.serve import IngestWorker
-from protocols.broker_settings import BrokerSettings
 from protocols.mqtt_contract import Status, decode_status, status_topic
 from simulators.private_broker import Mosquitto
 from tests.sync_harness import (
@@ -144,18 +142,9 @@ def test_sync_with_the_hubs_broker_credentials_and_acl(tmp_path, store, secured_
     gateway = Gateway(tmp_path / "gw", store, broker_port=secured_broker.port,
                       username="gw-1", password_file=str(tmp_path / "gw-1.password"))
     gateway.append(200)
-    hub = IngestWorker(store, BrokerSettings(port=secured_broker.port, username="meterhub",
-                                             password_file=tmp_path / "meterhub.password"),
-                       verify=False)
-    stop = threading.Event()
-    running = threading.Thread(target=hub.run, args=(stop,))
-    running.start()
-    try:
-        with gateway.sync_thread():
-            wait_until(lambda: gateway.acked() == 200, 30, "reads over the secured broker")
-    finally:
-        stop.set()
-        running.join(30)
+    with hub_thread(store, secured_broker.port, username="meterhub",
+                    password_file=tmp_path / "meterhub.password"), gateway.sync_thread():
+        wait_until(lambda: gateway.acked() == 200, 30, "reads over the secured broker")
     assert_exactly_once(store, gateway, 200)
 
 
@@ -261,12 +250,7 @@ def test_sync_over_tls_with_the_configured_ca_and_refused_without_it(tmp_path, s
         gateway = Gateway(tmp_path / "gw", store, broker_port=broker.port, tls=True,
                           ca_file=str(ca))
         gateway.append(150)
-        hub = IngestWorker(store, BrokerSettings(port=broker.port, tls=True, ca_file=ca),
-                           verify=False)
-        stop = threading.Event()
-        running = threading.Thread(target=hub.run, args=(stop,))
-        running.start()
-        try:
+        with hub_thread(store, broker.port, tls=True, ca_file=ca):
             with gateway.sync_thread():
                 wait_until(lambda: gateway.acked() == 150, 30, "reads over TLS")
             gateway.append(10)
@@ -275,6 +259,3 @@ def test_sync_over_tls_with_the_configured_ca_and_refused_without_it(tmp_path, s
                            "the unverifiable broker to be refused twice")
                 assert untrusting.stats.connects == 0
             assert gateway.acked() == 150
-        finally:
-            stop.set()
-            running.join(30)
