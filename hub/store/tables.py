@@ -13,6 +13,15 @@ gives exactly these tables, on SQLite and PostgreSQL.
   signed bytes and signature as evidence, and the background verifier's
   verdict (``verify_status`` pending → ok | failed).
 - ``quarantine``: what was received and not stored as it came, with why.
+
+Master data, as the CIS exports it (``meterhub import``):
+
+- ``accounts``: who is billed, at which service address, on which rate.
+- ``meters`` and ``meter_installations``: a meter's own facts, and which
+  account it served from which day to which (a meter exchange is a removal
+  and an install, both kept).
+- ``cycles``, ``routes`` and ``route_stops``: the read window and bill period
+  of each billing cycle, and its meters in walk order.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -109,4 +119,67 @@ quarantine = Table(
     Column("raw", LargeBinary, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Index("ix_quarantine_collector", "collector", "received_at"),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("service_address", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rate_code", String(64), nullable=False),
+    Column("rate_options", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+meters = Table(
+    "meters", metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("service", String(16), nullable=False),
+    Column("model", String(64)),
+    Column("profile", String(64)),
+    Column("multiplier", String(32), nullable=False),
+    Column("dials", Integer, nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("size", String(32)),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+meter_installations = Table(
+    "meter_installations", metadata,
+    Column("meter", String(64), ForeignKey("meters.serial"), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id"), primary_key=True),
+    Column("installed_on", Date, primary_key=True),
+    Column("removed_on", Date),
+    Index("ix_meter_installations_account", "account", "installed_on"),
+)
+
+cycles = Table(
+    "cycles", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("read_window_start", Date, nullable=False),
+    Column("read_window_end", Date, nullable=False),
+    Column("scheduled_read_date", Date, nullable=False),
+    Column("bill_period_start", Date, nullable=False),
+    Column("bill_period_end", Date, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+routes = Table(
+    "routes", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("cycle", String(64), ForeignKey("cycles.id"), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+route_stops = Table(
+    "route_stops", metadata,
+    Column("route", String(64), ForeignKey("routes.id"), primary_key=True),
+    Column("sequence", Integer, primary_key=True),
+    Column("meter", String(64), ForeignKey("meters.serial"), nullable=False),
+    Column("location_notes", Text, nullable=False),
+    Column("latitude", String(16)),
+    Column("longitude", String(16)),
+    Column("hazards", Text, nullable=False),
+    UniqueConstraint("route", "meter"),
 )
