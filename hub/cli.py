@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.collectors_cli import collectors_app
+from hub.cycle_cli import cycle_app
 from hub.serve_cli import broker_config, serve
 from hub.store.engine import DEFAULT_URL
 from hub.store_cli import db_app, reads_app
@@ -55,6 +56,7 @@ def main(
 app.add_typer(collectors_app, name="collectors")
 app.add_typer(db_app, name="db")
 app.add_typer(reads_app, name="reads")
+app.add_typer(cycle_app, name="cycle")
 app.command("serve")(serve)
 app.command("broker-config")(broker_config)
 

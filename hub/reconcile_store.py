@@ -1,0 +1,92 @@
+"""Load what reconciling a cycle needs from the store, and hand it to :func:`reconcile`.
+
+Only reads the background verifier passed (``billable_reads``) are candidates:
+an unverified read can never become a billing read. Reads are fetched for the
+cycle's meters with a day's margin either side of the window, so a utility in
+any time zone gets every read of its local window; the exact cut is made by
+the pure function.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta, tzinfo
+
+from sqlalchemy import Connection, Subquery, select
+
+from hub.reconcile import (
+    CandidateRead,
+    Cycle,
+    Installation,
+    Reconciliation,
+    Stop,
+    reconcile,
+)
+from hub.store.reads import billable_reads
+from hub.store.tables import accounts, cycles, meter_installations, route_stops, routes
+from protocols.read import Source
+
+
+class UnknownCycle(LookupError):
+    """The cycle id names no imported cycle."""
+
+
+def load_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Cycle:
+    row = conn.execute(select(cycles).where(cycles.c.id == cycle_id)).first()
+    if row is None:
+        known = conn.execute(select(cycles.c.id).order_by(cycles.c.id)).scalars().all()
+        raise UnknownCycle(f"cycle {cycle_id!r} is not imported (known: "
+                           f"{', '.join(known) or 'none'}); run `meterhub import cycles`")
+    return Cycle(row.id, row.read_window_start, row.read_window_end, row.scheduled_read_date,
+                 zone)
+
+
+def load_stops(conn: Connection, cycle_id: str) -> list[Stop]:
+    rows = conn.execute(
+        select(route_stops.c.route, route_stops.c.sequence, route_stops.c.meter)
+        .join(routes, routes.c.id == route_stops.c.route)
+        .where(routes.c.cycle == cycle_id)
+    ).all()
+    return [Stop(r.route, r.sequence, r.meter) for r in rows]
+
+
+def _cycle_meters(cycle_id: str) -> Subquery:
+    """The distinct meters on the cycle's routes, for joining instead of long IN lists."""
+    return (select(route_stops.c.meter).join(routes, routes.c.id == route_stops.c.route)
+            .where(routes.c.cycle == cycle_id).distinct().subquery())
+
+
+def load_installations(conn: Connection, cycle_id: str) -> list[Installation]:
+    on_routes = _cycle_meters(cycle_id)
+    rows = conn.execute(
+        select(meter_installations, accounts.c.status)
+        .join(accounts, accounts.c.id == meter_installations.c.account)
+        .join(on_routes, on_routes.c.meter == meter_installations.c.meter)
+    ).all()
+    return [Installation(r.meter, r.account, r.status, r.installed_on, r.removed_on)
+            for r in rows]
+
+
+def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
+    start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
+    end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
+    candidates = billable_reads.subquery()
+    on_routes = _cycle_meters(cycle.id)
+    rows = conn.execute(
+        select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
+               candidates.c.read_at, candidates.c.source, candidates.c.flags,
+               candidates.c["values"])
+        .join(on_routes, on_routes.c.meter == candidates.c.meter)
+        .where((candidates.c.read_at >= start) & (candidates.c.read_at < end))
+    ).all()
+    return [CandidateRead(r.collector, r.seq, r.meter, r.read_at, Source(r.source),
+                          tuple(r.flags), r[6]) for r in rows]
+
+
+def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconciliation:
+    """Reconcile ``cycle_id`` from the store (read-only)."""
+    cycle = load_cycle(conn, cycle_id, zone)
+    return reconcile(cycle, load_stops(conn, cycle_id), load_installations(conn, cycle_id),
+                     load_candidate_reads(conn, cycle))
+
+
+__all__ = ["UnknownCycle", "reconcile_cycle"]

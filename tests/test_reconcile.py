@@ -1,0 +1,167 @@
+"""Reconciliation: the pure rules, then a cycle reconciled from reads that came through sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import insert
+
+from hub.reconcile import (
+    SOURCE_RANK,
+    CandidateRead,
+    Cycle,
+    Installation,
+    Status,
+    Stop,
+    reconcile,
+)
+from hub.reconcile_store import reconcile_cycle
+from hub.store.tables import accounts, cycles, meter_installations, meters, route_stops, routes
+from hub.verifier import BackgroundVerifier
+from protocols.read import Source
+from tests.readings import T0, reading
+from tests.sync_harness import Gateway, hub_thread, wait_until
+
+CYCLE = Cycle("C1", date(2026, 11, 20), date(2026, 11, 26), date(2026, 11, 23))
+VALUE = {"energy_import_kwh": {"obis": "1.8.0", "unit": "kWh", "value": "1.000"}}
+
+
+def installed(meter: str, account: str = "A1", status: str = "active",
+              on: date = date(2020, 1, 1), off: date | None = None) -> Installation:
+    return Installation(meter, account, status, on, off)
+
+
+def read(meter: str, at: datetime, source: Source = Source.AMI, seq: int = 1,
+         flags: tuple[str, ...] = ()) -> CandidateRead:
+    return CandidateRead("gw-1", seq, meter, at, source, flags, VALUE)
+
+
+def one(stop_meter: str, installations, reads, cycle: Cycle = CYCLE):
+    result = reconcile(cycle, [Stop("R1", 1, stop_meter)], installations, reads)
+    assert len(result.meters) == 1
+    return result.meters[0]
+
+
+def at(day: int, hour: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+def test_the_read_nearest_the_scheduled_date_bills():
+    got = one("M1", [installed("M1")], [read("M1", at(21), seq=1), read("M1", at(23, 2), seq=2),
+                                         read("M1", at(25), seq=3)])
+    assert got.status is Status.READ and got.billing_read.seq == 2
+    assert got.rule == "nearest the scheduled read date" and got.account == "A1"
+
+
+def test_ami_wins_over_a_nearer_manual_read_and_says_so():
+    got = one("M1", [installed("M1")], [read("M1", at(23), Source.HANDHELD_MANUAL, seq=1),
+                                         read("M1", at(26, 20), Source.AMI, seq=2)])
+    assert got.billing_read.seq == 2
+    assert got.rule == "ami over handheld_manual, nearest the scheduled date"
+
+
+def test_reads_outside_the_window_do_not_count():
+    got = one("M1", [installed("M1")], [read("M1", at(19, 23)), read("M1", at(27))])
+    assert got.status is Status.MISSING and got.reads_in_window == 0
+
+
+def test_the_window_is_the_utilitys_days_not_utc_days():
+    chicago = Cycle("C1", date(2026, 11, 20), date(2026, 11, 26), date(2026, 11, 23),
+                    ZoneInfo("America/Chicago"))
+    late_local = datetime(2026, 11, 27, 3, tzinfo=UTC)  # 21:00 on the 26th in Chicago
+    assert one("M1", [installed("M1")], [read("M1", late_local)], chicago).status is Status.READ
+    assert one("M1", [installed("M1")], [read("M1", late_local)]).status is Status.MISSING
+
+
+def test_trouble_reports_without_a_read_make_trouble_with_their_codes():
+    got = one("M1", [installed("M1")], [read("M1", at(22), Source.HANDHELD_MANUAL,
+                                             flags=("trouble_dog",)),
+                                        read("M1", at(24), Source.HANDHELD_MANUAL,
+                                             flags=("trouble_no_access", "trouble_dog"))])
+    assert got.status is Status.TROUBLE and got.trouble == ("dog", "no_access")
+
+
+def test_a_read_beats_a_trouble_report():
+    got = one("M1", [installed("M1")], [read("M1", at(22), flags=("trouble_dog",)),
+                                        read("M1", at(24), seq=7)])
+    assert got.status is Status.READ and got.billing_read.seq == 7
+
+
+def test_meters_without_an_active_account_in_the_window_are_inactive():
+    assert one("M1", [installed("M1", status="vacant")], []).status is Status.INACTIVE
+    assert one("M1", [installed("M1", off=date(2026, 11, 1))], []).status is Status.INACTIVE
+    assert one("M1", [], [read("M1", at(23))]).status is Status.INACTIVE
+    exchanged = one("M1", [installed("M1", on=date(2026, 11, 25))], [])
+    assert exchanged.status is Status.MISSING  # installed on day 6 of the window: read it
+
+
+def test_route_summaries_count_and_measure_progress():
+    stops = [Stop("R1", n, f"M{n}") for n in range(1, 5)] + [Stop("R2", 1, "M9")]
+    installs = [installed(f"M{n}") for n in (1, 2, 3, 9)]
+    result = reconcile(CYCLE, stops, installs, [read("M1", at(23)), read("M2", at(22))])
+    r1, r2 = result.routes()
+    assert r1.counts == {Status.READ: 2, Status.MISSING: 1, Status.INACTIVE: 1}
+    assert r1.done == 2 / 3 and r2.done == 0
+    assert [m.meter for m in result.with_status(Status.MISSING)] == ["M3", "M9"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["M1", "M2", "M3"]), st.integers(0, 24 * 12),
+                          st.sampled_from(list(Source)), st.booleans()), max_size=30))
+def test_every_stop_gets_one_verdict_and_a_billing_read_is_in_window_and_best_source(spec):
+    reads = [read(m, at(18) + timedelta(hours=h), s, seq=i,
+                  flags=("trouble_dog",) if t else ())
+             for i, (m, h, s, t) in enumerate(spec)]
+    stops = [Stop("R1", n, f"M{n}") for n in (1, 2, 3)]
+    result = reconcile(CYCLE, stops, [installed(f"M{n}") for n in (1, 2, 3)], reads)
+    start, end = CYCLE.window()
+    assert [m.meter for m in result.meters] == ["M1", "M2", "M3"]
+    for verdict in result.meters:
+        usable = [r for r in reads if r.meter == verdict.meter and start <= r.read_at < end
+                  and not r.trouble]
+        assert (verdict.status is Status.READ) == bool(usable)
+        if usable:
+            best = min(SOURCE_RANK[r.source] for r in usable)
+            assert verdict.billing_read in usable
+            assert SOURCE_RANK[verdict.billing_read.source] == best
+
+
+# --- from the store, with reads that came through the real sync path ---------------------
+
+
+def test_a_cycle_reconciled_from_synced_reads(tmp_path, store, mosquitto):
+    gateway = Gateway(tmp_path / "gw", store, broker_port=mosquitto.port)
+    with gateway.buffer() as buffer:
+        buffer.append([reading(0, meter="E1"), reading(1, meter="E1"), reading(2, meter="E2")])
+    with hub_thread(store, mosquitto.port), gateway.sync_thread():
+        wait_until(lambda: gateway.acked() == 3, 20, "the reads to be stored")
+    first = T0.date()
+    with store.begin() as conn:
+        conn.execute(insert(cycles).values(
+            id="C1", read_window_start=first - timedelta(days=2),
+            read_window_end=first + timedelta(days=2), scheduled_read_date=first,
+            bill_period_start=first - timedelta(days=30), bill_period_end=first,
+            updated_at=T0))
+        conn.execute(insert(accounts), [
+            {"id": f"A{n}", "name": "x", "service_address": "y", "status": "active",
+             "rate_code": "R", "rate_options": [], "updated_at": T0} for n in (1, 2, 3)])
+        conn.execute(insert(meters), [
+            {"serial": s, "service": "electric", "multiplier": "1", "dials": 6, "unit": "kWh",
+             "updated_at": T0} for s in ("E1", "E2", "E3")])
+        conn.execute(insert(meter_installations), [
+            {"meter": f"E{n}", "account": f"A{n}", "installed_on": date(2020, 1, 1)}
+            for n in (1, 2, 3)])
+        conn.execute(insert(routes).values(id="R1", cycle="C1", updated_at=T0))
+        conn.execute(insert(route_stops), [
+            {"route": "R1", "sequence": n, "meter": f"E{n}", "location_notes": "",
+             "hazards": ""} for n in (1, 2, 3)])
+    with store.connect() as conn:
+        before = reconcile_cycle(conn, "C1", UTC)
+    assert [m.status for m in before.meters] == [Status.MISSING] * 3  # not verified yet
+    BackgroundVerifier(store, processes=1).verify_pending()
+    with store.connect() as conn:
+        after = reconcile_cycle(conn, "C1", UTC)
+    assert [m.status for m in after.meters] == [Status.READ, Status.READ, Status.MISSING]
+    assert after.meters[0].billing_read.seq == 1  # 06:00 on the scheduled day beats 06:15
