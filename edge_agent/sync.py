@@ -56,6 +56,7 @@ from protocols.mqtt_contract import (
     decode_ack,
     encode_status,
     reads_topic,
+    routes_topic,
     status_topic,
 )
 
@@ -105,8 +106,11 @@ class SyncClient:
     def __init__(
         self, buffer: EdgeBuffer, settings: SyncSection, *, version: str,
         monotonic: Callable[[], float] = time.monotonic,
+        on_route: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_route``: a handheld's handler for route messages (runs on the sync thread)."""
         self.buffer = buffer
+        self.on_route = on_route
         self.settings = settings
         self.version = version
         self.collector = buffer.collector
@@ -252,7 +256,10 @@ class SyncClient:
                       "user name and password)", self.collector, reason)
             session.refused = True
             return
-        client.subscribe(ack_topic(self.collector), qos=1)
+        topics = [(ack_topic(self.collector), 1)]
+        if self.on_route is not None:
+            topics.append((routes_topic(self.collector), 1))
+        client.subscribe(topics)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int,
                       reasons: list[ReasonCode], _properties: object) -> None:
@@ -275,6 +282,13 @@ class SyncClient:
 
     def _on_message(self, _client: mqtt.Client, _userdata: object,
                     message: mqtt.MQTTMessage) -> None:
+        if message.topic == routes_topic(self.collector):
+            if self.on_route is not None:
+                try:
+                    self.on_route(message.payload)
+                except Exception:  # a bad route must not stop the sync of reads
+                    log.exception("sync %s: route message refused", self.collector)
+            return
         try:
             ack = decode_ack(message.payload)
         except ContractError as exc:

@@ -23,7 +23,7 @@ from protocols.errors import (
     MalformedReadError,
     MissingFieldError,
 )
-from protocols.read import READ_FORMAT_VERSION, Source
+from protocols.read import READ_FORMAT_VERSION, TROUBLE_FLAG_PREFIX, Source
 
 _SOURCES = frozenset(s.value for s in Source)
 _FIELDS = ("clock", "collected_at", "collector", "flags", "key_id", "meter", "prev_hash",
@@ -58,10 +58,13 @@ def read_row(data: bytes, sig: bytes, *, received_at: datetime) -> dict[str, Any
                                 field="clock.meter_offset_s")
     if not isinstance(raw["source"], str) or raw["source"] not in _SOURCES:
         raise InvalidFieldError(f"unknown source {raw['source']!r}", field="source")
-    if not isinstance(raw["values"], dict) or not raw["values"]:
-        raise InvalidFieldError("values must be a non-empty object", field="values")
     if not isinstance(raw["flags"], list):
         raise InvalidFieldError("flags must be an array", field="flags")
+    trouble_report = any(isinstance(f, str) and f.startswith(TROUBLE_FLAG_PREFIX)
+                         for f in raw["flags"])
+    if not isinstance(raw["values"], dict) or not (raw["values"] or trouble_report):
+        raise InvalidFieldError("values must be a non-empty object (only a trouble report "
+                                "may carry none)", field="values")
     return {
         "collector": _text(raw, "collector"),
         "seq": seq,

@@ -38,9 +38,8 @@ from typing import Any
 
 from protocols.read import Source
 from protocols.scalars import format_instant
+from protocols.trouble import trouble_codes
 
-TROUBLE_PREFIX = "trouble_"
-"""Flags a handheld sets on a trouble report: ``trouble_no_access``, ``trouble_dog`` …"""
 SOURCE_RANK = {Source.AMI: 0, Source.HANDHELD_PROBE: 1, Source.HANDHELD_MANUAL: 2}
 ACTIVE_ACCOUNT = "active"
 
@@ -108,8 +107,7 @@ class CandidateRead:
 
     @property
     def trouble(self) -> tuple[str, ...]:
-        return tuple(f.removeprefix(TROUBLE_PREFIX) for f in self.flags
-                     if f.startswith(TROUBLE_PREFIX))
+        return trouble_codes(self.flags)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub import broker_options as options
 from hub.broker_config import (
     HUB_USERNAME_DEFAULT,
     BrokerAccount,
@@ -26,7 +27,7 @@ from hub.broker_config import (
 from hub.collectors_cli import broker_password, open_store, save_password
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
-from protocols.broker_settings import BrokerCredentialError, BrokerSettings
+from protocols.broker_settings import BrokerCredentialError
 from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
 
 out = Console()
@@ -36,18 +37,13 @@ log = logging.getLogger("hub")
 
 def serve(
     ctx: typer.Context,
-    broker_host: Annotated[str, typer.Option(envvar="METERHUB_BROKER_HOST")] = "127.0.0.1",
-    broker_port: Annotated[int | None, typer.Option(
-        envvar="METERHUB_BROKER_PORT", help="Default 1883, or 8883 with --tls.")] = None,
-    broker_user: Annotated[str, typer.Option(envvar="METERHUB_BROKER_USER")] =
-        HUB_USERNAME_DEFAULT,
-    broker_password_file: Annotated[Path | None, typer.Option(
-        envvar="METERHUB_BROKER_PASSWORD_FILE", help="File (mode 0600) holding the hub's "
-        "broker password.")] = None,
-    broker_password_env: Annotated[str | None, typer.Option(
-        help="Name of an environment variable holding the hub's broker password.")] = None,
-    tls: Annotated[bool, typer.Option("--tls", envvar="METERHUB_BROKER_TLS")] = False,
-    ca_file: Annotated[Path | None, typer.Option(envvar="METERHUB_BROKER_CA_FILE")] = None,
+    broker_host: options.Host = options.DEFAULT_HOST,
+    broker_port: options.Port = None,
+    broker_user: options.User = options.DEFAULT_USER,
+    broker_password_file: options.PasswordFile = None,
+    broker_password_env: options.PasswordEnv = None,
+    tls: options.Tls = False,
+    ca_file: options.CaFile = None,
     subscription: Annotated[str, typer.Option(
         envvar="METERHUB_SUBSCRIPTION", help="The reads subscription; meterhub/v1/+/reads on a "
         "broker without shared subscriptions.")] = SHARED_READS_SUBSCRIPTION,
@@ -62,14 +58,8 @@ def serve(
     Runs until SIGTERM or Ctrl-C. Add workers (on this or other machines) to share ingest:
     the broker gives each batch to one of them.
     """
-    try:
-        broker = BrokerSettings(
-            host=broker_host, port=broker_port, username=broker_user, tls=tls, ca_file=ca_file,
-            password_file=broker_password_file, password_env=broker_password_env,
-        )
-    except ValueError as exc:
-        log.error("broker settings: %s", exc)
-        raise typer.Exit(2) from None
+    broker = options.broker_settings(broker_host, broker_port, broker_user,
+                                     broker_password_file, broker_password_env, tls, ca_file)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

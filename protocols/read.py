@@ -51,6 +51,8 @@ OBIS_RE = re.compile(
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 KEY_ID_RE = re.compile(r"[0-9a-f]{32}")
 MAX_SEQ = 2**63 - 1
+TROUBLE_FLAG_PREFIX = "trouble_"
+"""A technician's trouble report (protocols/trouble.py) is a read with such a flag."""
 T = TypeVar("T")
 
 
@@ -128,8 +130,9 @@ class Reading:
             raise InvalidFieldError(
                 f"{self.source!r} is not one of {[s.value for s in Source]}", field="source"
             ) from None
-        object.__setattr__(self, "values", _values(self.values))
         object.__setattr__(self, "flags", _flags(self.flags))
+        trouble_report = any(f.startswith(TROUBLE_FLAG_PREFIX) for f in self.flags)
+        object.__setattr__(self, "values", _values(self.values, may_be_empty=trouble_report))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,9 +189,11 @@ def scalar_field(convert: Callable[[Any], T], value: object, field: str) -> T:
         raise InvalidFieldError(str(exc), field=field) from None
 
 
-def _values(values: object) -> Mapping[str, RegisterValue]:
-    if not isinstance(values, Mapping) or not values:
-        raise InvalidFieldError("a read carries at least one register", field="values")
+def _values(values: object, *, may_be_empty: bool = False) -> Mapping[str, RegisterValue]:
+    """A read carries at least one register; only a trouble report may carry none."""
+    if not isinstance(values, Mapping) or (not values and not may_be_empty):
+        raise InvalidFieldError("a read carries at least one register (only a trouble "
+                                "report, flagged trouble_…, may carry none)", field="values")
     for name, register in values.items():
         _check(name, REGISTER_RE, "values", "a register name (lowercase, digits, _)")
         if not isinstance(register, RegisterValue):

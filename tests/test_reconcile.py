@@ -26,6 +26,7 @@ from tests.readings import T0, reading
 from tests.sync_harness import Gateway, hub_thread, wait_until
 
 CYCLE = Cycle("C1", date(2026, 11, 20), date(2026, 11, 26), date(2026, 11, 23))
+SCHEDULED = T0.date()
 VALUE = {"energy_import_kwh": {"obis": "1.8.0", "unit": "kWh", "value": "1.000"}}
 
 
@@ -137,26 +138,7 @@ def test_a_cycle_reconciled_from_synced_reads(tmp_path, store, mosquitto):
         buffer.append([reading(0, meter="E1"), reading(1, meter="E1"), reading(2, meter="E2")])
     with hub_thread(store, mosquitto.port), gateway.sync_thread():
         wait_until(lambda: gateway.acked() == 3, 20, "the reads to be stored")
-    first = T0.date()
-    with store.begin() as conn:
-        conn.execute(insert(cycles).values(
-            id="C1", read_window_start=first - timedelta(days=2),
-            read_window_end=first + timedelta(days=2), scheduled_read_date=first,
-            bill_period_start=first - timedelta(days=30), bill_period_end=first,
-            updated_at=T0))
-        conn.execute(insert(accounts), [
-            {"id": f"A{n}", "name": "x", "service_address": "y", "status": "active",
-             "rate_code": "R", "rate_options": [], "updated_at": T0} for n in (1, 2, 3)])
-        conn.execute(insert(meters), [
-            {"serial": s, "service": "electric", "multiplier": "1", "dials": 6, "unit": "kWh",
-             "updated_at": T0} for s in ("E1", "E2", "E3")])
-        conn.execute(insert(meter_installations), [
-            {"meter": f"E{n}", "account": f"A{n}", "installed_on": date(2020, 1, 1)}
-            for n in (1, 2, 3)])
-        conn.execute(insert(routes).values(id="R1", cycle="C1", updated_at=T0))
-        conn.execute(insert(route_stops), [
-            {"route": "R1", "sequence": n, "meter": f"E{n}", "location_notes": "",
-             "hazards": ""} for n in (1, 2, 3)])
+    seed_cycle(store, ["E1", "E2", "E3"])
     with store.connect() as conn:
         before = reconcile_cycle(conn, "C1", UTC)
     assert [m.status for m in before.meters] == [Status.MISSING] * 3  # not verified yet
@@ -165,3 +147,27 @@ def test_a_cycle_reconciled_from_synced_reads(tmp_path, store, mosquitto):
         after = reconcile_cycle(conn, "C1", UTC)
     assert [m.status for m in after.meters] == [Status.READ, Status.READ, Status.MISSING]
     assert after.meters[0].billing_read.seq == 1  # 06:00 on the scheduled day beats 06:15
+
+
+def seed_cycle(store, serials: list[str], first: date = SCHEDULED) -> None:
+    """Cycle C1 (window first±2 days, scheduled ``first``), route R1 of ``serials`` in order."""
+    with store.begin() as conn:
+        conn.execute(insert(cycles).values(
+            id="C1", read_window_start=first - timedelta(days=2),
+            read_window_end=first + timedelta(days=2), scheduled_read_date=first,
+            bill_period_start=first - timedelta(days=30), bill_period_end=first,
+            updated_at=T0))
+        conn.execute(insert(accounts), [
+            {"id": f"A-{s}", "name": "x", "service_address": f"{n} Main St",
+             "status": "active", "rate_code": "R", "rate_options": [], "updated_at": T0}
+            for n, s in enumerate(serials, 1)])
+        conn.execute(insert(meters), [
+            {"serial": s, "service": "electric", "multiplier": "1", "dials": 6, "unit": "kWh",
+             "profile": "landis-gyr-zmd310", "updated_at": T0} for s in serials])
+        conn.execute(insert(meter_installations), [
+            {"meter": s, "account": f"A-{s}", "installed_on": date(2020, 1, 1)}
+            for s in serials])
+        conn.execute(insert(routes).values(id="R1", cycle="C1", updated_at=T0))
+        conn.execute(insert(route_stops), [
+            {"route": "R1", "sequence": n, "meter": s, "location_notes": f"stop {n}",
+             "hazards": "dog" if n == 2 else ""} for n, s in enumerate(serials, 1)])
