@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.backlog
+	$(BIN)/python -m bench.reconcile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

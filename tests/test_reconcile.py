@@ -171,3 +171,40 @@ def seed_cycle(store, serials: list[str], first: date = SCHEDULED) -> None:
         conn.execute(insert(route_stops), [
             {"route": "R1", "sequence": n, "meter": s, "location_notes": f"stop {n}",
              "hazards": "dog" if n == 2 else ""} for n, s in enumerate(serials, 1)])
+
+
+def test_the_demo_utility_imports_and_reconciles_from_the_command_line(tmp_path, cli_env):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import script
+
+    samples = Path(__file__).resolve().parents[1] / "demo" / "master_data"
+    db = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+
+    def meterhub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script("meterhub"), "--db", db, *args], cwd=tmp_path,
+                              env=cli_env, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    assert meterhub("db", "upgrade").returncode == 0
+    for kind in ("accounts", "meters", "cycles", "routes"):
+        imported = meterhub("import", kind, str(samples / f"{kind}.csv"))
+        assert imported.returncode == 0, imported.stderr
+    result = meterhub("cycle", "reconcile", "C2026-11", "--report", "report.json")
+    assert result.returncode == 0, result.stderr
+    assert "cycle C2026-11" in result.stdout and "R01" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    statuses = {m["status"] for m in report["meters"]}
+    assert statuses <= {"missing", "inactive"} and "missing" in statuses  # no reads yet
+    assert meterhub("cycle", "reconcile", "C2099-01").returncode == 1
+    csv_report = meterhub("cycle", "reconcile", "C2026-11", "--report", "r.csv")
+    assert csv_report.returncode == 0
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header.startswith("route,sequence,meter,account,status,rule")
+    reread = meterhub("cycle", "reread", "C2026-11", "--collector", "hh-01", "--out",
+                      "route.json", "--no-publish")
+    assert reread.returncode == 0, reread.stderr
+    route = json.loads((tmp_path / "route.json").read_text())
+    assert len(route["stops"]) == sum(m["status"] == "missing" for m in report["meters"])
