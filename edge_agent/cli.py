@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from edge_agent import __version__, read_cli
+from edge_agent import __version__, read_cli, route_cli
 from edge_agent.agent import Agent, open_buffer
 from edge_agent.buffer import EdgeBuffer, EdgeBufferError
 from edge_agent.buffer_schema import SchemaError
@@ -68,6 +68,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(profiles_app, name="profiles")
 app.command("read")(read_cli.read)
+app.command("route")(route_cli.route)
 
 out = Console()
 err = Console(stderr=True)

@@ -24,6 +24,7 @@ Example ``edge-agent.toml``::
 
     # What to poll: see edge_agent/meter_config.py for [collection], [[bus]], [[meter]].
     # Where to send reads: see edge_agent/sync_config.py for [sync] (none: buffer only).
+    # A technician's handheld: see edge_agent/handheld_config.py for [handheld].
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from edge_agent.handheld_config import HandheldSection
 from edge_agent.keys import PASSPHRASE_ENV
 from edge_agent.meter_config import BusConfig, CollectionSection, MeterConfig
 from edge_agent.meter_plan import MeterPlanError, plan_meters
@@ -85,6 +87,7 @@ class AgentConfig(_Section):
     bus: list[BusConfig] = Field(default_factory=list)
     meter: list[MeterConfig] = Field(default_factory=list)
     sync: SyncSection | None = None
+    handheld: HandheldSection | None = None
 
     @property
     def buses(self) -> dict[str, BusConfig]:
@@ -127,6 +130,7 @@ def load_config(path: Path) -> AgentConfig:
                 "profile_dirs": [str(base / d) for d in config.collection.profile_dirs],
             }),
             "sync": config.sync.resolved(base) if config.sync else None,
+            "handheld": config.handheld.resolved(base) if config.handheld else None,
         }
     )
     try:
