@@ -94,10 +94,11 @@ class Gateway:
             )
 
     @contextmanager
-    def sync_thread(self, **override: object) -> Iterator[SyncClient]:
+    def sync_thread(self, on_route: Callable[[bytes], object] | None = None,
+                    **override: object) -> Iterator[SyncClient]:
         settings = self.sync.model_copy(update=override)
         with self.buffer() as buffer:
-            client = SyncClient(buffer, settings, version="test")
+            client = SyncClient(buffer, settings, version="test", on_route=on_route)
             stop = threading.Event()
             thread = threading.Thread(target=client.run, args=(stop,), name="sync")
             thread.start()
