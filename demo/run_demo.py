@@ -16,6 +16,7 @@ CIS export); issue 9 adds the embedded broker for machines without Mosquitto.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import random
@@ -44,6 +45,8 @@ from simulators.meter_model import MeterSpec, Service, SimulatedMeter
 from simulators.private_broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
+MASTER_DATA = REPO / "demo" / "master_data"
+MASTER_METERS = MASTER_DATA / "meters.csv"
 BIN = Path(sys.executable).parent
 COLLECTOR = "gw-0001"
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
@@ -52,17 +55,24 @@ console = Console(width=100)
 
 
 def fleet(size: int) -> list[SimulatedMeter]:
-    """A street's worth of meters: mostly electric with TOU registers, some water and gas."""
+    """The gateway's meters: the sample utility's (demo/master_data), but for a few.
+
+    Every seventh meter of the utility is out of the gateway's reach (a dead
+    radio, a meter in a basement), so the cycle has missing meters to find.
+    """
+    with MASTER_METERS.open(encoding="utf-8") as handle:
+        serials = [(row["meter_serial"], row["service"]) for row in csv.DictReader(handle)]
+    reachable = [s for n, s in enumerate(dict.fromkeys(serials)) if n % 7 != 6]
     meters = []
-    for n in range(size):
-        if n % 5 == 3:
-            spec = MeterSpec(f"WTR-{n:05d}", Service.WATER, dials=5, mean_per_day=Decimal("0.4"),
+    for n, (serial, service) in enumerate(reachable[:size]):
+        if service == "water":
+            spec = MeterSpec(serial, Service.WATER, dials=5, mean_per_day=Decimal("0.4"),
                              start_value=Decimal(random.Random(n).randint(100, 900)), seed=n)
-        elif n % 5 == 4:
-            spec = MeterSpec(f"GAS-{n:05d}", Service.GAS, dials=5, mean_per_day=Decimal("3.1"),
+        elif service == "gas":
+            spec = MeterSpec(serial, Service.GAS, dials=5, mean_per_day=Decimal("3.1"),
                              start_value=Decimal(random.Random(n).randint(1000, 5000)), seed=n)
         else:
-            spec = MeterSpec(f"SDM630-{n:05d}", Service.ELECTRIC, tou=True,
+            spec = MeterSpec(serial, Service.ELECTRIC, tou=True,
                              mean_per_day=Decimal(8 + n % 7), clock_drift_ppm=(n % 9 - 4) * 20,
                              start_value=Decimal(random.Random(n).randint(1000, 40000)), seed=n)
         meters.append(SimulatedMeter(spec, EPOCH))
@@ -259,6 +269,23 @@ def step_sync(work: Path, gateway: Path) -> int:
     return last
 
 
+def step_cycle(work: Path) -> str:
+    """The billing office imports the CIS's files and asks which meters lack a read."""
+    console.rule("7. The billing office imports the CIS files and reconciles cycle C2026-11")
+    db = f"sqlite:///{work / 'hub.sqlite'}"
+    for kind in ("accounts", "meters", "cycles", "routes"):
+        sh("meterhub", "--db", db, "import", kind, str(MASTER_DATA / f"{kind}.csv"), cwd=work)
+    sh("meterhub", "--db", db, "cycle", "reconcile", "C2026-11", "--report", "reconcile.csv",
+       cwd=work)
+    sh("meterhub", "--db", db, "cycle", "reread", "C2026-11", "--collector", "hh-01", "--out",
+       "reread-route.json", "--no-publish", cwd=work)
+    missing = sum(1 for row in csv.DictReader((work / "reconcile.csv").open())
+                  if row["status"] == "missing")
+    console.print(f"  {missing} meters missing: their re-read route for handheld hh-01 is in "
+                  "reread-route.json (the handheld itself joins the demo in a later issue)")
+    return str(missing)
+
+
 def _background(cwd: Path, log: str, *args: str) -> subprocess.Popen[bytes]:
     console.print(f"[bold cyan]$ {' '.join(args)} &[/bold cyan]   (log: {cwd / log})")
     with (cwd / log).open("ab") as output:
@@ -319,18 +346,21 @@ def main() -> None:
     step_forgery(work)
     synced = shutil.which("mosquitto") is not None
     reads = step_sync(work, gateway) if synced else step_ack(gateway)
+    missing = step_cycle(work) if synced else "not reconciled (no Mosquitto: no reads at the hub)"
 
     summary = Table(title="what happened", show_header=False)
     summary.add_row("meters simulated", str(args.meters))
     summary.add_row("reads signed and chained", str(reads))
     summary.add_row("power cuts survived", f"{args.power_cuts} (no gap, no duplicate)")
     summary.add_row("forgeries caught", "1 of 1")
+    summary.add_row("missing meters in cycle C2026-11", missing)
     summary.add_row("synced to the hub", "over MQTT, stored once, each signature verified"
                     if synced else "no (Mosquitto not installed)")
     summary.add_row("files", str(work))
     summary.add_row("took", f"{time.perf_counter() - started:.1f} s")
     console.print(summary)
-    console.print("Next: billing cycles, routes, edits and bills (see the README).", style="dim")
+    console.print("Next: the handheld re-reads the missing meters, meter edits and bills "
+                  "(see the README).", style="dim")
 
 
 if __name__ == "__main__":

@@ -25,4 +25,7 @@ def test_demo_runs_and_catches_the_forgery(tmp_path):
     assert "forgeries caught" in out
     assert "one unbroken chain from seq 1" in out             # synced over MQTT, stored once
     assert "over MQTT, stored once, each signature verified" in out
+    assert "cycle C2026-11" in out                           # imported and reconciled
+    assert "46 meters missing" in out                        # 10 polled of the 56 on routes
+    assert (tmp_path / "run" / "reread-route.json").exists()
     assert (tmp_path / "run" / "gw-0001" / "collector.key").stat().st_mode & 0o777 == 0o600
