@@ -1,16 +1,20 @@
 """The whole re-read loop: the hub's missing meters reach a handheld, its reads close the gap.
 
 Hub store → reconcile → re-read route published through a real Mosquitto →
-the handheld's sync client receives it → the technician's page (served for
-real, driven over HTTP) takes a probe read from a simulated optical meter, a
-keyed read and a trouble report → each a signed read synced back → the hub
-stores and verifies them → re-reconciliation turns the meters from
-``missing`` into ``read``, ``read`` and ``trouble``.
+the handheld's sync client receives it → the technician's page, served for
+real and driven in headless Chromium, takes a probe read from a simulated
+optical meter, a keyed read and a trouble report → each a signed read synced
+back → the hub stores and verifies them → re-reconciliation turns the meters
+from ``missing`` into ``read``, ``read`` and ``trouble``.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from datetime import UTC
+
+from playwright.sync_api import expect, sync_playwright
 
 from edge_agent.handheld_probe import Probe
 from edge_agent.handheld_web import HandheldServer, create_app
@@ -23,7 +27,8 @@ from protocols.broker_settings import BrokerSettings
 from protocols.channels import Protocol
 from protocols.read import Source
 from tests.sync_harness import Gateway, hub_thread, wait_until
-from tests.test_handheld_web import PROFILE, Handheld, iec_meter
+from tests.test_handheld_browser import CHROMIUM_ARGS
+from tests.test_handheld_web import PROFILE, iec_meter
 from tests.test_reconcile import seed_cycle
 
 OPTICAL = "LGZ-0056859504"
@@ -45,13 +50,13 @@ def test_reads_taken_on_the_handheld_close_the_cycles_gap(tmp_path, store, mosqu
                    "the retained route to reach the handheld")
         app = create_app(routes, buffer, Probe(Protocol.IEC62056_21, probe_port),
                          allowed_hosts=["127.0.0.1"])
-        with HandheldServer(app, "127.0.0.1", 0) as server:
-            page = Handheld(server, routes, buffer)
-            card = f"/routes/{route.route_id}/stops/{{}}"
-            assert page.post(card.format(1) + "/probe").status == 303
-            assert page.post(card.format(2) + "/manual", {"value": "4321.5"}).status == 303
-            assert page.post(card.format(3) + "/trouble",
-                             {"code": "dog", "note": "gate open, dog loose"}).status == 303
+        with HandheldServer(app, "127.0.0.1", 0) as server, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                                 args=CHROMIUM_ARGS)
+            try:
+                walk_the_route(browser.new_page(), server.url, route.route_id)
+            finally:
+                browser.close()
             assert routes.progress(route.route_id).done == 3
         wait_until(lambda: handheld.acked() == 3, 20, "the handheld's reads to be acked")
     BackgroundVerifier(store, processes=1).verify_pending()
@@ -65,3 +70,25 @@ def test_reads_taken_on_the_handheld_close_the_cycles_gap(tmp_path, store, mosqu
     assert by_meter["M-0003"].status is Status.TROUBLE
     assert by_meter["M-0003"].trouble == ("dog",)
     assert PROFILE.id == "landis-gyr-zmd310"
+
+
+def walk_the_route(page, url: str, route_id: str) -> None:
+    """What the technician does: probe the first meter, key the second, report the third."""
+    page.set_default_timeout(15_000)
+    page.goto(url + "/")
+    page.get_by_role("link", name=re.compile(route_id)).click()
+    expect(page.locator("#progress")).to_have_text(re.compile(r"0 of 3 done"))
+    page.get_by_role("link", name="Next to do: stop 1").click()
+    expect(page.locator("#meter")).to_have_text(OPTICAL)
+    page.locator("#probe").click()
+    expect(page.locator("#saved")).to_contain_text("Stop 1 saved")
+    expect(page.locator("#meter")).to_have_text("M-0002")
+    expect(page.locator(".hazard")).to_contain_text("dog")  # from the CIS's route file
+    page.locator("#value").fill("4321.5")
+    page.locator("#manual").click()
+    expect(page.locator("#saved")).to_contain_text("Stop 2 saved: read 4321.5")
+    expect(page.locator("#meter")).to_have_text("M-0003")
+    page.locator("#code").select_option("dog")
+    page.locator("#note").fill("gate open, dog loose")
+    page.locator("#trouble").click()
+    expect(page.locator("#progress")).to_contain_text("3 of 3 done")
