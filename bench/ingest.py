@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import insert
 
 from bench.edge_buffer import fleet_readings
 from bench.harness import Figure, machine, print_figures
@@ -38,7 +37,7 @@ from bench.mqtt_rig import broker_and_hub, drain, enrolled_signer, fill_buffer
 from hub.read_row import read_row
 from hub.store import Store
 from hub.store.collectors import add_collector
-from hub.store.tables import reads
+from hub.store.reads import insert_plan
 from protocols.batch import encode_batch
 from protocols.chain import GENESIS_TIP, SealedRead, sign_and_chain
 from protocols.mqtt_contract import ack_topic, decode_ack, reads_topic
@@ -55,21 +54,15 @@ def raw_insert_rate(sealed: list[SealedRead], workdir: Path) -> float:
     with Store.open(f"sqlite:///{workdir / 'raw.sqlite'}", upgrade_schema=True) as store:
         with store.begin() as conn:
             add_collector(conn, rows[0]["collector"], Signer.generate().public_key)
-        dialect = store.engine.dialect
-        columns = [c for c in reads.columns if c.name != "id"]
-        compiled = insert(reads).compile(dialect=dialect, column_keys=[c.name for c in columns])
-        processors = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect)
-                      for c in columns}
-        order = compiled.positiontup or []
-        params = [tuple(processors[n](r.get(n)) if processors[n] else r.get(n) for n in order)
-                  for r in rows]
+        plan = insert_plan(store.engine.dialect)
+        params = plan.params(rows)
         raw = store.engine.raw_connection()
         try:
             start = time.perf_counter()
             for at in range(0, len(params), 1000):
                 cursor = raw.cursor()
                 cursor.execute("BEGIN IMMEDIATE")
-                cursor.executemany(str(compiled), params[at:at + 1000])
+                cursor.executemany(plan.sql, params[at:at + 1000])
                 cursor.execute("COMMIT")
             return len(params) / (time.perf_counter() - start)
         finally:

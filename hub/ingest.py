@@ -66,8 +66,9 @@ class Refusal:
     last_seq: int
 
     @property
-    def rejection(self) -> Rejection:
-        return Rejection(self.first_seq, self.last_seq, self.reason)
+    def rejected(self) -> tuple[Rejection, ...]:
+        """What the ack names: the seq range, or nothing when no seq could be read."""
+        return (Rejection(self.first_seq, self.last_seq, self.reason),) if self.first_seq else ()
 
 
 @dataclass(frozen=True)
@@ -231,10 +232,10 @@ class Ingestor:
         try:
             batch = decode_batch(payload)
         except BatchError as exc:
-            return self._refuse(topic, payload, collector_id, None, received_at,
+            return self._refuse(topic, payload, collector_id, received_at,
                                 Refusal(exc.reason, str(exc), 0, 0))
         if batch.collector != collector_id:
-            return self._refuse(topic, payload, collector_id, batch, received_at, Refusal(
+            return self._refuse(topic, payload, collector_id, received_at, Refusal(
                 "wrong_topic", f"a batch of collector {batch.collector} on {topic}: a collector "
                 "publishes only under its own topic", batch.first_seq, batch.last_seq))
         deadline = time.monotonic() + self.gap_wait_s
@@ -267,7 +268,7 @@ class Ingestor:
                                 received_at=received_at)
                 if refusal is not None and refusal.reason != "seq_gap":
                     self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
-        rejected = (refusal.rejection,) if refusal and refusal.first_seq else ()
+        rejected = refusal.rejected if refusal else ()
         return IngestOutcome(collector_id, Ack(through, rejected), len(verdict.new_rows),
                              verdict.duplicates, refusal)
 
@@ -291,16 +292,15 @@ class Ingestor:
                         refusal.last_seq, refusal.reason, refusal.detail)
         return outcome
 
-    def _refuse(self, topic: str, payload: bytes, collector_id: str, batch: Batch | None,
-                received_at: datetime, refusal: Refusal) -> IngestOutcome:
+    def _refuse(self, topic: str, payload: bytes, collector_id: str, received_at: datetime,
+                refusal: Refusal) -> IngestOutcome:
         with self.store.begin() as conn:
             self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
             collector = find_collector(conn, collector_id)
         through = collector.last_seq if collector else 0
         log.warning("ALARM %s: refused a batch on %s (%s): %s", collector_id, topic,
                     refusal.reason, refusal.detail)
-        rejected = (refusal.rejection,) if refusal.first_seq else ()
-        return IngestOutcome(collector_id, Ack(through, rejected), refusal=refusal)
+        return IngestOutcome(collector_id, Ack(through, refusal.rejected), refusal=refusal)
 
     def _refuse_unaddressed(self, topic: str, payload: bytes, detail: str,
                             received_at: datetime) -> IngestOutcome:

@@ -49,14 +49,14 @@ def load_stops(conn: Connection, cycle_id: str) -> list[Stop]:
     return [Stop(r.route, r.sequence, r.meter) for r in rows]
 
 
-def _cycle_meters(cycle_id: str) -> Subquery:
+def cycle_meters(cycle_id: str) -> Subquery:
     """The distinct meters on the cycle's routes, for joining instead of long IN lists."""
     return (select(route_stops.c.meter).join(routes, routes.c.id == route_stops.c.route)
             .where(routes.c.cycle == cycle_id).distinct().subquery())
 
 
 def load_installations(conn: Connection, cycle_id: str) -> list[Installation]:
-    on_routes = _cycle_meters(cycle_id)
+    on_routes = cycle_meters(cycle_id)
     rows = conn.execute(
         select(meter_installations, accounts.c.status)
         .join(accounts, accounts.c.id == meter_installations.c.account)
@@ -70,7 +70,7 @@ def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
     start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
     end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
     candidates = billable_reads.subquery()
-    on_routes = _cycle_meters(cycle.id)
+    on_routes = cycle_meters(cycle.id)
     rows = conn.execute(
         select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
                candidates.c.read_at, candidates.c.source, candidates.c.flags,
@@ -84,8 +84,12 @@ def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
 
 def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconciliation:
     """Reconcile ``cycle_id`` from the store (read-only)."""
-    cycle = load_cycle(conn, cycle_id, zone)
-    return reconcile(cycle, load_stops(conn, cycle_id), load_installations(conn, cycle_id),
+    return reconcile_loaded(conn, load_cycle(conn, cycle_id, zone))
+
+
+def reconcile_loaded(conn: Connection, cycle: Cycle) -> Reconciliation:
+    """Reconcile a cycle already loaded with :func:`load_cycle`."""
+    return reconcile(cycle, load_stops(conn, cycle.id), load_installations(conn, cycle.id),
                      load_candidate_reads(conn, cycle))
 
 

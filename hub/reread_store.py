@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Container
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Connection, select
 
 from hub.reconcile import Reconciliation, Status
-from hub.reconcile_store import load_cycle, reconcile_cycle
+from hub.reconcile_store import cycle_meters, load_cycle, reconcile_loaded
 from hub.reread import REGISTER_BY_SERVICE, HistoryRead, StopDetails, build_reread_route
 from hub.store.reads import billable_reads
 from hub.store.tables import accounts, meter_installations, meters, route_stops, routes
@@ -44,38 +45,38 @@ def build_from_store(conn: Connection, cycle_id: str, collector: str, zone: tzin
     """Reconcile ``cycle_id`` and make the re-read route of its missing meters."""
     now = now or datetime.now(UTC)
     cycle = load_cycle(conn, cycle_id, zone)
-    result = reconcile_cycle(conn, cycle_id, zone)
-    missing = [m.meter for m in result.meters if m.status is Status.MISSING]
+    result = reconcile_loaded(conn, cycle)
+    missing = {m.meter: m.account for m in result.meters if m.status is Status.MISSING}
     window_start = datetime.combine(cycle.window_start, time(), zone)
     route = build_reread_route(
-        result, _details(conn, cycle_id, missing), _history(conn, missing, window_start),
+        result, _details(conn, cycle_id, missing), _history(conn, cycle_id, missing, window_start),
         scheduled=cycle.target, collector=collector, issued_at=now,
         route_id=f"{cycle_id}-reread-{collector}-{now:%Y%m%dT%H%M%SZ}",
     )
     return route, result
 
 
-def _details(conn: Connection, cycle_id: str, missing: list[str]) -> dict[str, StopDetails]:
-    wanted = set(missing)
+def _details(conn: Connection, cycle_id: str,
+             missing: dict[str, str | None]) -> dict[str, StopDetails]:
+    """Master data of the ``missing`` meters (meter → the account reconciliation found)."""
     rows = conn.execute(
         select(route_stops, meters.c.service, meters.c.unit, meters.c.dials, meters.c.profile)
         .join(routes, routes.c.id == route_stops.c.route)
         .join(meters, meters.c.serial == route_stops.c.meter)
         .where(routes.c.cycle == cycle_id)
     ).all()
-    installed = {
-        r.meter: (r.account, r.service_address) for r in conn.execute(
-            select(meter_installations.c.meter, meter_installations.c.account,
-                   accounts.c.service_address)
-            .join(accounts, accounts.c.id == meter_installations.c.account)
-            .where(meter_installations.c.removed_on.is_(None))
-        ).all() if r.meter in wanted
-    }
+    on_routes = cycle_meters(cycle_id)
+    addresses = dict(conn.execute(
+        select(accounts.c.id, accounts.c.service_address).distinct()
+        .join(meter_installations, meter_installations.c.account == accounts.c.id)
+        .join(on_routes, on_routes.c.meter == meter_installations.c.meter)
+    ).all())
     details = {}
     for r in rows:
-        if r.meter not in wanted:
+        if r.meter not in missing:
             continue
-        account, address = installed.get(r.meter, ("", ""))
+        account = missing[r.meter] or ""
+        address = addresses.get(account, "")
         details[r.meter] = StopDetails(
             account=account, address=address, service=r.service, unit=r.unit, dials=r.dials,
             profile=r.profile, location_notes=r.location_notes, hazards=r.hazards,
@@ -83,19 +84,21 @@ def _details(conn: Connection, cycle_id: str, missing: list[str]) -> dict[str, S
     return details
 
 
-def _history(conn: Connection, missing: list[str],
+def _history(conn: Connection, cycle_id: str, missing: Container[str],
              before: datetime) -> dict[str, list[HistoryRead]]:
+    """Verified reads of the cycle's ``missing`` meters in the days before its window."""
     candidates = billable_reads.subquery()
-    wanted = set(missing)
+    on_routes = cycle_meters(cycle_id)
     history: dict[str, list[HistoryRead]] = defaultdict(list)
     rows = conn.execute(
         select(candidates.c.meter, candidates.c.read_at, candidates.c["values"])
+        .join(on_routes, on_routes.c.meter == candidates.c.meter)
         .where((candidates.c.read_at < before.astimezone(UTC))
                & (candidates.c.read_at >= before.astimezone(UTC) - timedelta(days=HISTORY_DAYS)))
         .order_by(candidates.c.meter, candidates.c.read_at)
     ).all()
     for meter, read_at, values in rows:
-        if meter not in wanted:
+        if meter not in missing:
             continue
         for register in set(REGISTER_BY_SERVICE.values()):
             value = _decimal((values.get(register) or {}).get("value"))

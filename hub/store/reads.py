@@ -45,29 +45,33 @@ def insert_reads(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """
     if not rows:
         return
-    plan = _insert_plan(conn.dialect)
-    # a batch's rows share one received_at object: convert it once, not once per read
-    binders = [(name, _remember_last(bind) if name == "received_at" else bind)
-               for name, bind in plan.binders]
-    if plan.positional:
-        params: list[Any] = [tuple(bind(row.get(name)) for name, bind in binders)
-                             for row in rows]
-    else:
-        params = [{name: bind(row.get(name)) for name, bind in binders} for row in rows]
-    conn.exec_driver_sql(plan.sql, params)
+    plan = insert_plan(conn.dialect)
+    conn.exec_driver_sql(plan.sql, plan.params(rows))
 
 
 @dataclass(frozen=True)
-class _InsertPlan:
+class InsertPlan:
+    """The reads INSERT for one database kind, and how to bind rows to it."""
+
     sql: str
     positional: bool
     binders: tuple[tuple[str, Callable[[Any], Any]], ...]
 
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """DB-API parameters for ``rows``: tuples or dicts, as the driver's style wants."""
+        # a batch's rows share one received_at object: convert it once, not once per read
+        binders = [(name, _remember_last(bind) if name == "received_at" else bind)
+                   for name, bind in self.binders]
+        if self.positional:
+            return [tuple(bind(row.get(name)) for name, bind in binders) for row in rows]
+        return [{name: bind(row.get(name)) for name, bind in binders} for row in rows]
 
-_PLANS: dict[tuple[str, str], _InsertPlan] = {}
+
+_PLANS: dict[tuple[str, str], InsertPlan] = {}
 
 
-def _insert_plan(dialect: Dialect) -> _InsertPlan:
+def insert_plan(dialect: Dialect) -> InsertPlan:
+    """The reads INSERT compiled once per database kind (ingest's hot path)."""
     key = (dialect.name, dialect.driver)
     plan = _PLANS.get(key)
     if plan is None:
@@ -82,8 +86,8 @@ def _insert_plan(dialect: Dialect) -> _InsertPlan:
                 continue
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
             binders.append((name, process or _same))
-        plan = _PLANS[key] = _InsertPlan(str(compiled), compiled.positiontup is not None,
-                                         tuple(binders))
+        plan = _PLANS[key] = InsertPlan(str(compiled), compiled.positiontup is not None,
+                                        tuple(binders))
     return plan
 
 
