@@ -212,15 +212,20 @@ class SyncClient:
         if now < session.hold_until:
             return
         while len(session.in_flight) < self.settings.window:
-            reads = self.buffer.pending(limit=self.settings.batch_size, after_seq=session.cursor)
-            if not reads:
+            # Count from the chain tip before fetching: while a part-full batch lingers,
+            # this loop runs every tick, and the rows are fetched once, when they go out.
+            waiting = self.buffer.tip().seq - session.cursor
+            if waiting <= 0:
                 session.linger_since = None
                 return
-            if len(reads) < self.settings.batch_size:
+            if waiting < self.settings.batch_size:
                 session.linger_since = session.linger_since or now
                 if now - session.linger_since < self.settings.linger_s:
                     return
             session.linger_since = None
+            reads = self.buffer.pending(limit=self.settings.batch_size, after_seq=session.cursor)
+            if not reads:  # the tip moved past rows no longer held: nothing to send
+                return
             self._client.publish(reads_topic(self.collector),
                                  encode_batch(self.collector, reads), qos=1)
             session.in_flight.append(_InFlight(reads[0].seq, reads[-1].seq, now))
