@@ -129,14 +129,12 @@ def _zone(name: str) -> ZoneInfo:
 def route_table(result: Reconciliation) -> Table:
     table = Table(title=f"cycle {result.cycle}: {len(result.meters)} meters")
     table.add_column("route")
-    for status in (Status.READ, Status.MISSING, Status.TROUBLE, Status.ESTIMATED,
-                   Status.INACTIVE):
+    for status in Status:  # read, missing, trouble, estimated, inactive
         table.add_column(status.value, justify="right")
     table.add_column("meters", justify="right")
     table.add_column("done", justify="right")
     for route in result.routes():
-        counts = [str(route.counts.get(s, 0)) for s in (
-            Status.READ, Status.MISSING, Status.TROUBLE, Status.ESTIMATED, Status.INACTIVE)]
+        counts = [str(route.counts.get(status, 0)) for status in Status]
         table.add_row(route.route, *counts, str(route.meters), f"{route.done:.0%}")
     return table
 
