@@ -8,7 +8,8 @@ loads the data and calls it).
 Each meter on each route of the cycle is classified:
 
 - ``inactive`` — no installation of it serves an active account on any day of
-  the read window: nothing to read;
+  the read window: nothing to read (a read that came anyway is still chosen,
+  so the meter edits can flag consumption on an inactive or vacant account);
 - ``read`` — a verified read taken inside the window: the billing read;
 - ``trouble`` — no usable read, but a technician reported trouble (no access,
   dog, damaged meter …) inside the window;
@@ -86,11 +87,13 @@ class Installation:
     installed_on: date
     removed_on: date | None
 
+    def overlaps(self, first: date, last: date) -> bool:
+        """Installed on some day of [first, last], whatever its account's status."""
+        return self.installed_on <= last and (self.removed_on or date.max) >= first
+
     def serves(self, first: date, last: date) -> bool:
         """Installed on some day of [first, last] and its account is active."""
-        ends = self.removed_on or date.max
-        return (self.account_status == ACTIVE_ACCOUNT and self.installed_on <= last
-                and ends >= first)
+        return self.account_status == ACTIVE_ACCOUNT and self.overlaps(first, last)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class CandidateRead:
     source: Source
     flags: tuple[str, ...] = ()
     values: Mapping[str, Any] = field(default_factory=dict)
+    meter_offset_s: str | None = None
 
     @property
     def trouble(self) -> tuple[str, ...]:
@@ -173,30 +177,36 @@ def reconcile(
     """Classify every stop's meter for ``cycle`` and choose its billing read."""
     start, end = cycle.window()
     serving: dict[str, list[Installation]] = defaultdict(list)
+    installed: dict[str, list[Installation]] = defaultdict(list)
     for installation in installations:
         if installation.serves(cycle.window_start, cycle.window_end):
             serving[installation.meter].append(installation)
+        if installation.overlaps(cycle.window_start, cycle.window_end):
+            installed[installation.meter].append(installation)
     in_window: dict[str, list[CandidateRead]] = defaultdict(list)
     for read in reads:
         if start <= read.read_at < end:
             in_window[read.meter].append(read)
     ordered = sorted(stops, key=lambda s: (s.route, s.sequence))
     return Reconciliation(cycle.id, tuple(
-        _classify(stop, serving.get(stop.meter, []), in_window.get(stop.meter, []), cycle)
+        _classify(stop, serving.get(stop.meter, []), installed.get(stop.meter, []),
+                  in_window.get(stop.meter, []), cycle)
         for stop in ordered
     ))
 
 
-def _classify(stop: Stop, serving: Sequence[Installation], reads: Sequence[CandidateRead],
-              cycle: Cycle) -> MeterResult:
+def _classify(stop: Stop, serving: Sequence[Installation], installed: Sequence[Installation],
+              reads: Sequence[CandidateRead], cycle: Cycle) -> MeterResult:
     where = {"route": stop.route, "sequence": stop.sequence, "meter": stop.meter,
              "reads_in_window": len(reads)}
-    if not serving:
-        return MeterResult(account=None, status=Status.INACTIVE,
-                           rule="no installation serves an active account in the window",
-                           **where)
-    account = max(serving, key=lambda i: i.installed_on).account
     usable = [r for r in reads if not r.trouble and r.values]
+    if not serving:
+        rule = "no installation serves an active account in the window"
+        account = max(installed, key=lambda i: i.installed_on).account if installed else None
+        chosen = choose_billing_read(usable, cycle.target)[0] if usable else None
+        return MeterResult(account=account, status=Status.INACTIVE, rule=rule,
+                           billing_read=chosen, **where)
+    account = max(serving, key=lambda i: i.installed_on).account
     if usable:
         chosen, rule = choose_billing_read(usable, cycle.target)
         return MeterResult(account=account, status=Status.READ, rule=rule, billing_read=chosen,

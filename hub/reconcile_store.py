@@ -1,7 +1,9 @@
 """Load what reconciling a cycle needs from the store, and hand it to :func:`reconcile`.
 
 Only reads the background verifier passed (``billable_reads``) are candidates:
-an unverified read can never become a billing read. Reads are fetched for the
+an unverified read can never become a billing read; nor can a read an
+operator rejected for this cycle (``rejected_reads``), so its meter shows as
+missing and goes on the next re-read route. Reads are fetched for the
 cycle's meters with a day's margin either side of the window, so a utility in
 any time zone gets every read of its local window; the exact cut is made by
 the pure function.
@@ -22,7 +24,14 @@ from hub.reconcile import (
     reconcile,
 )
 from hub.store.reads import billable_reads
-from hub.store.tables import accounts, cycles, meter_installations, route_stops, routes
+from hub.store.tables import (
+    accounts,
+    cycles,
+    meter_installations,
+    rejected_reads,
+    route_stops,
+    routes,
+)
 from protocols.read import Source
 
 
@@ -71,15 +80,19 @@ def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
     end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
     candidates = billable_reads.subquery()
     on_routes = cycle_meters(cycle.id)
+    rejected = rejected_reads.c
     rows = conn.execute(
         select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
                candidates.c.read_at, candidates.c.source, candidates.c.flags,
-               candidates.c["values"])
+               candidates.c["values"], candidates.c.meter_offset_s)
         .join(on_routes, on_routes.c.meter == candidates.c.meter)
-        .where((candidates.c.read_at >= start) & (candidates.c.read_at < end))
+        .outerjoin(rejected_reads, (rejected.collector == candidates.c.collector)
+                   & (rejected.seq == candidates.c.seq) & (rejected.cycle == cycle.id))
+        .where((candidates.c.read_at >= start) & (candidates.c.read_at < end)
+               & rejected.seq.is_(None))
     ).all()
     return [CandidateRead(r.collector, r.seq, r.meter, r.read_at, Source(r.source),
-                          tuple(r.flags), r[6]) for r in rows]
+                          tuple(r.flags), r[6], r.meter_offset_s) for r in rows]
 
 
 def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconciliation:

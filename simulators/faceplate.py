@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from simulators.faults import Fault, FaultSwitch
-from simulators.meter_model import MeterSpec, SimulatedMeter
+from simulators.meter_model import MeterSpec, SimulatedMeter, split_start
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ class Faceplate:
         start = self.spec.start_value + self._offset
         total = start + t1 + t2
         export = (t1 + t2) * EXPORT_SHARE
+        start_t1, start_t2 = split_start(start)
+        t1, t2 = start_t1 + t1, start_t2 + t2
         registers = {
             "energy_import": total, "energy_import_t1": t1, "energy_import_t2": t2,
             "energy_export": export, "energy_export_t1": export * t1 / max(t1 + t2, Decimal(1)),

@@ -54,6 +54,14 @@ _TOTAL_REGISTER = {
     Service.ELECTRIC: "energy_import_kwh", Service.WATER: "volume_m3", Service.GAS: "volume_m3",
 }
 DAY_TARIFF_HOURS = range(7, 23)
+DAY_TARIFF_START_SHARE = Decimal("0.6")
+"""The share of a meter's starting total already on its day-tariff register."""
+
+
+def split_start(start: Decimal) -> tuple[Decimal, Decimal]:
+    """A starting total split over the two tariff registers, so they sum to it as real ones do."""
+    day = (start * DAY_TARIFF_START_SHARE).quantize(Decimal(1), rounding=ROUND_DOWN)
+    return day, start - day
 """Hours billed at tariff 1 (day) when the meter has TOU registers; the rest are tariff 2."""
 
 
@@ -127,8 +135,9 @@ class SimulatedMeter:
         total_name = self.spec.total_register
         registers = {total_name: self._register(self.spec.start_value + t1 + t2)}
         if self.spec.tou:
-            registers[f"{total_name}_t1"] = self._register(t1)
-            registers[f"{total_name}_t2"] = self._register(t2)
+            start_t1, start_t2 = split_start(self.spec.start_value)
+            registers[f"{total_name}_t1"] = self._register(start_t1 + t1)
+            registers[f"{total_name}_t2"] = self._register(start_t2 + t2)
         return registers
 
     def meter_time(self, at: datetime) -> datetime:

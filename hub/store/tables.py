@@ -22,6 +22,21 @@ Master data, as the CIS exports it (``meterhub import``):
   and an install, both kept).
 - ``cycles``, ``routes`` and ``route_stops``: the read window and bill period
   of each billing cycle, and its meters in walk order.
+
+Meter edits (``meterhub cycle edits``, ``meterhub exceptions``):
+
+- ``billing_reads``: the read each meter bills on in each cycle — actual
+  (citing the signed read), estimated (naming its method) or overridden
+  (citing the audit record); ``origin`` says whether meterhub's edits made
+  it or it came from the CIS as history (``meterhub import history``).
+- ``edit_exceptions``: every finding of the rules, open until an operator
+  resolves it; unique per cycle, meter, rule and the read it is about, so
+  running the edits again opens nothing twice.
+- ``audit_log``: every action on an exception or a billing read — who,
+  when, what, before and after. Append-only: the migration installs
+  triggers that refuse UPDATE and DELETE, on SQLite and PostgreSQL alike.
+- ``rejected_reads``: reads an operator rejected for a cycle; they are
+  never chosen as that cycle's billing read again (the read itself stays).
 """
 
 from __future__ import annotations
@@ -182,4 +197,75 @@ route_stops = Table(
     Column("longitude", String(16)),
     Column("hazards", Text, nullable=False),
     UniqueConstraint("route", "meter"),
+)
+
+billing_reads = Table(
+    "billing_reads", metadata,
+    Column("cycle", String(64), ForeignKey("cycles.id"), primary_key=True),
+    Column("meter", String(64), ForeignKey("meters.serial"), primary_key=True),
+    Column("account", String(64)),
+    Column("kind", String(16), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("read_at", UtcDateTime, nullable=False),
+    Column("registers", JSON, nullable=False),
+    Column("multiplier", String(32), nullable=False),
+    Column("source", String(32)),
+    Column("flags", JSON, nullable=False),
+    Column("meter_offset_s", String(32)),
+    Column("collector", String(64)),
+    Column("seq", BigInteger),
+    Column("method", String(32)),
+    Column("reason", Text),
+    Column("audit_id", BigInteger),
+    Column("detail", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_billing_reads_meter", "meter", "read_at"),
+)
+
+edit_exceptions = Table(
+    "edit_exceptions", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("cycle", String(64), ForeignKey("cycles.id"), nullable=False),
+    Column("meter", String(64), ForeignKey("meters.serial"), nullable=False),
+    Column("account", String(64)),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("register", String(64)),
+    Column("read_ref", String(160), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rule_set", String(64), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime),
+    Column("resolved_by", String(128)),
+    UniqueConstraint("cycle", "meter", "rule", "read_ref"),
+    Index("ix_edit_exceptions_status", "status", "cycle"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("cycle", String(64)),
+    Column("meter", String(64)),
+    Column("exception_id", BigInteger),
+    Column("reason", Text),
+    Column("before", JSON),
+    Column("after", JSON),
+    Index("ix_audit_log_cycle", "cycle", "meter"),
+)
+
+rejected_reads = Table(
+    "rejected_reads", metadata,
+    Column("collector", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("cycle", String(64), ForeignKey("cycles.id"), nullable=False),
+    Column("meter", String(64), nullable=False),
+    Column("rejected_at", UtcDateTime, nullable=False),
+    Column("audit_id", BigInteger, nullable=False),
+    Index("ix_rejected_reads_cycle", "cycle", "meter"),
 )

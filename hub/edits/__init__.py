@@ -1,0 +1,1 @@
+"""Meter edits (VEE): validation rules, estimation, and the exceptions queue."""

@@ -1,0 +1,421 @@
+"""Run a cycle's meter edits against the store: load each meter's case, save what comes out.
+
+The thin shell around :func:`hub.edits.engine.evaluate`. In one transaction
+(the caller's) it reconciles the cycle, loads every meter's facts, history
+(billing reads of earlier cycles), this cycle's kept estimate or override,
+the first good read after the window and whether an operator rejected a
+read; then it saves each meter's billing read (``billing_reads``) and turns
+every finding into an exception (``edit_exceptions``).
+
+Running the edits again is safe and cheap: an exception is unique per
+cycle, meter, rule and the read it is about, so nothing opens twice; an open
+exception whose finding is gone (a re-read arrived, the rule set changed) is
+*cleared*, on the audit log; an exception an operator resolved stays
+resolved. Estimates the edits make on their own are on the audit log too,
+under :data:`~hub.edits.audit.SYSTEM_ACTOR`.
+
+Example::
+
+    with store.begin() as conn:
+        run = run_edits(conn, "C2026-11", ZoneInfo("America/Toronto"), default_rule_set())
+    print(run.opened, "exceptions opened;", len(run.held), "accounts held")
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+
+from hub.edits.audit import SYSTEM_ACTOR, record_many
+from hub.edits.engine import MeterCase, MeterOutcome, evaluate
+from hub.edits.model import EstimationMethod, Finding, MeterFacts, MeterRead, ReadKind
+from hub.edits.ruleset import RuleSet
+from hub.reconcile import CandidateRead, Cycle, MeterResult, Reconciliation
+from hub.reconcile_store import cycle_meters, load_cycle, reconcile_loaded
+from hub.store.reads import billable_reads
+from hub.store.tables import (
+    accounts,
+    billing_reads,
+    cycles,
+    edit_exceptions,
+    meter_installations,
+    meters,
+    rejected_reads,
+)
+from protocols.scalars import ScalarError, format_decimal, format_instant, parse_decimal
+
+OPEN = "open"
+CLEARED = "cleared"
+EDITS_ORIGIN = "edits"
+MAX_HISTORY = 26
+"""Billing reads of earlier cycles kept per meter: two years of monthly bills."""
+LATER_DAYS = 62
+"""How far after the window a good read still helps interpolate an estimate."""
+COMPARED = ("account", "kind", "read_at", "registers", "multiplier", "source", "flags",
+            "meter_offset_s", "collector", "seq", "method", "reason", "audit_id")
+"""The billing-read columns whose change is a new billing read (``detail`` is prose)."""
+
+
+@dataclass(frozen=True)
+class HeldAccount:
+    """An account held out of billing: its meters and the blocking exceptions on them."""
+
+    account: str
+    meters: tuple[str, ...]
+    rules: tuple[str, ...]
+    exceptions: int
+
+
+@dataclass
+class EditsRun:
+    cycle: str
+    rule_set: str
+    meters: int = 0
+    billing: Counter[str] = field(default_factory=Counter)
+    findings: Counter[tuple[str, str]] = field(default_factory=Counter)
+    opened: int = 0
+    cleared: int = 0
+    open_exceptions: int = 0
+    held: list[HeldAccount] = field(default_factory=list)
+
+
+def run_edits(conn: Connection, cycle_id: str, zone: tzinfo, rule_set: RuleSet, *,
+              now: datetime | None = None) -> EditsRun:
+    """Run every edit of ``rule_set`` over ``cycle_id`` and save the outcome (one transaction)."""
+    now = now or datetime.now(UTC)
+    conn.execute(select(cycles.c.id).where(cycles.c.id == cycle_id).with_for_update())
+    cycle = load_cycle(conn, cycle_id, zone)
+    reconciliation = reconcile_loaded(conn, cycle)
+    cases = load_cases(conn, cycle, reconciliation)
+    outcomes = [evaluate(case, rule_set) for case in cases]
+    run = EditsRun(cycle.id, rule_set.version, meters=len(outcomes))
+    facts = {case.meter.serial: case.meter for case in cases}
+    _save_billing_reads(conn, cycle, outcomes, facts, now, run)
+    _save_exceptions(conn, cycle, outcomes, facts, rule_set.version, now, run)
+    run.open_exceptions = count_open(conn, cycle.id)
+    run.held = held_accounts(conn, cycle.id)
+    return run
+
+
+# --- loading -----------------------------------------------------------------
+
+def load_cases(conn: Connection, cycle: Cycle, reconciliation: Reconciliation
+               ) -> list[MeterCase]:
+    """Every meter of the reconciled cycle as the engine needs it (one query per table)."""
+    results = list(reconciliation.meters)
+    facts = load_facts(conn, cycle, results)
+    start, end = cycle.window()
+    history = load_history(conn, cycle, start)
+    kept = {meter: read_from_row(row) for meter, row in load_billing_rows(conn, cycle.id).items()}
+    later = load_later_reads(conn, cycle, end)
+    rejected = load_rejected_meters(conn, cycle.id)
+    cases = []
+    for result in results:
+        actual = candidate_read(result.billing_read, cycle.id) if result.billing_read else None
+        cases.append(MeterCase(
+            cycle=cycle, meter=facts[result.meter], status=result.status, actual=actual,
+            kept=kept.get(result.meter), history=tuple(history.get(result.meter, ())),
+            later=later.get(result.meter), rejected=result.meter in rejected,
+            trouble=result.trouble))
+    return cases
+
+
+def load_facts(conn: Connection, cycle: Cycle, results: Sequence[MeterResult]
+               ) -> dict[str, MeterFacts]:
+    on_routes = cycle_meters(cycle.id)
+    meter_rows = {r.serial: r for r in conn.execute(
+        select(meters).join(on_routes, on_routes.c.meter == meters.c.serial))}
+    installs: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(
+        select(meter_installations, accounts.c.status)
+        .join(accounts, accounts.c.id == meter_installations.c.account)
+        .join(on_routes, on_routes.c.meter == meter_installations.c.meter)
+    ):
+        installs[row.meter].append(row)
+    facts = {}
+    for result in results:
+        meter = meter_rows[result.meter]
+        own = [i for i in installs.get(result.meter, ()) if i.account == result.account]
+        install = max(own or installs.get(result.meter, ()) or [None],
+                      key=lambda i: i.installed_on if i is not None else cycle.window_start)
+        facts[result.meter] = MeterFacts(
+            serial=meter.serial, service=meter.service, dials=meter.dials,
+            multiplier=Decimal(meter.multiplier), unit=meter.unit, size=meter.size,
+            account=result.account or (install.account if install is not None else None),
+            account_status=install.status if install is not None else None,
+            installed_on=install.installed_on if install is not None else None,
+            removed_on=install.removed_on if install is not None else None)
+    return facts
+
+
+def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | None = None
+                 ) -> dict[str, list[MeterRead]]:
+    """Each meter's billing reads of earlier cycles, oldest first, the last two years' worth.
+
+    All the cycle's meters, or only ``meter``.
+    """
+    query = select(billing_reads).where(
+        (billing_reads.c.cycle != cycle.id) & (billing_reads.c.read_at < before))
+    query = _for_meters(query, billing_reads.c.meter, cycle, meter)
+    history: dict[str, list[MeterRead]] = defaultdict(list)
+    for row in conn.execute(query.order_by(billing_reads.c.meter, billing_reads.c.read_at)):
+        history[row.meter].append(read_from_row(row))
+    return {meter: reads[-MAX_HISTORY:] for meter, reads in history.items()}
+
+
+def load_billing_rows(conn: Connection, cycle_id: str) -> dict[str, Any]:
+    return {row.meter: row for row in conn.execute(
+        select(billing_reads).where(billing_reads.c.cycle == cycle_id))}
+
+
+def load_later_reads(conn: Connection, cycle: Cycle, after: datetime,
+                     meter: str | None = None) -> dict[str, MeterRead]:
+    """The first good verified read of each meter after the window (not one rejected here)."""
+    candidates = billable_reads.subquery()
+    rejected = rejected_reads.c
+    query = (
+        select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
+               candidates.c.read_at, candidates.c.source, candidates.c.flags,
+               candidates.c["values"], candidates.c.meter_offset_s)
+        .outerjoin(rejected_reads, (rejected.collector == candidates.c.collector)
+                   & (rejected.seq == candidates.c.seq))
+        .where((candidates.c.read_at >= after)
+               & (candidates.c.read_at < after + timedelta(days=LATER_DAYS))
+               & rejected.seq.is_(None))
+    )
+    query = _for_meters(query, candidates.c.meter, cycle, meter)
+    rows = conn.execute(query.order_by(candidates.c.meter, candidates.c.read_at)).all()
+    later: dict[str, MeterRead] = {}
+    for r in rows:
+        if r.meter in later:
+            continue
+        candidate = CandidateRead(r.collector, r.seq, r.meter, r.read_at, r.source,
+                                  tuple(r.flags), r[6], r.meter_offset_s)
+        if candidate.trouble or not candidate.values:
+            continue
+        later[r.meter] = candidate_read(candidate, cycle.id)
+    return later
+
+
+def _for_meters(query: Select[Any], column: Any, cycle: Cycle, meter: str | None
+                ) -> Select[Any]:
+    """Narrow ``query`` to one meter, or to the meters on the cycle's routes."""
+    if meter is not None:
+        return query.where(column == meter)
+    on_routes = cycle_meters(cycle.id)
+    return query.join(on_routes, on_routes.c.meter == column)
+
+
+def load_rejected_meters(conn: Connection, cycle_id: str) -> set[str]:
+    return set(conn.execute(select(rejected_reads.c.meter)
+                            .where(rejected_reads.c.cycle == cycle_id)).scalars())
+
+
+# --- conversions ---------------------------------------------------------------
+
+def candidate_read(candidate: CandidateRead, cycle_id: str) -> MeterRead:
+    """A stored signed read as the edits see it: its registers as Decimals."""
+    registers = {}
+    for name, value in candidate.values.items():
+        text = value.get("value") if isinstance(value, Mapping) else None
+        if isinstance(text, str):
+            try:
+                registers[name] = parse_decimal(text)
+            except ScalarError:
+                continue
+    offset = candidate.meter_offset_s
+    return MeterRead(
+        read_at=candidate.read_at, registers=registers, kind=ReadKind.ACTUAL,
+        source=str(candidate.source), flags=tuple(candidate.flags),
+        meter_offset_s=parse_decimal(offset) if offset is not None else None,
+        collector=candidate.collector, seq=candidate.seq, cycle=cycle_id)
+
+
+def read_from_row(row: Any) -> MeterRead:
+    """A ``billing_reads`` row as a :class:`MeterRead`."""
+    return MeterRead(
+        read_at=row.read_at,
+        registers={name: parse_decimal(value) for name, value in row.registers.items()},
+        kind=ReadKind(row.kind), source=row.source, flags=tuple(row.flags),
+        meter_offset_s=parse_decimal(row.meter_offset_s) if row.meter_offset_s else None,
+        collector=row.collector, seq=row.seq,
+        method=EstimationMethod(row.method) if row.method else None,
+        reason=row.reason, audit_id=row.audit_id, multiplier=parse_decimal(row.multiplier),
+        cycle=row.cycle)
+
+
+def billing_row(cycle_id: str, meter: MeterFacts, read: MeterRead, detail: str,
+                now: datetime, origin: str = EDITS_ORIGIN) -> dict[str, Any]:
+    """The ``billing_reads`` row that bills ``meter`` on ``read`` in ``cycle_id``."""
+    offset = read.meter_offset_s
+    multiplier = read.multiplier if read.kind is ReadKind.OVERRIDE and read.multiplier \
+        else meter.multiplier
+    return {
+        "cycle": cycle_id, "meter": meter.serial, "account": meter.account,
+        "kind": read.kind.value, "origin": origin, "read_at": read.read_at,
+        "registers": {name: format_decimal(value) for name, value in read.registers.items()},
+        "multiplier": format_decimal(multiplier), "source": read.source,
+        "flags": list(read.flags),
+        "meter_offset_s": format_decimal(offset) if offset is not None else None,
+        "collector": read.collector, "seq": read.seq,
+        "method": read.method.value if read.method else None, "reason": read.reason,
+        "audit_id": read.audit_id, "detail": detail, "updated_at": now,
+    }
+
+
+def describe_row(row: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """A billing-read row as plain JSON for the audit log's before/after."""
+    get = row.get if isinstance(row, Mapping) else row._mapping.get
+    described = {name: get(name) for name in (*COMPARED, "detail", "origin")}
+    described["read_at"] = format_instant(get("read_at"))
+    return described
+
+
+def read_ref(read: MeterRead | None) -> str:
+    """Which read an exception is about, stably across runs."""
+    if read is None:
+        return "none"
+    if read.kind is ReadKind.ACTUAL and read.signed:
+        return f"read:{read.collector}:{read.seq}"
+    if read.kind is ReadKind.OVERRIDE:
+        return f"override:{read.audit_id}"
+    kind = read.method.value if read.method else read.kind.value
+    return f"{read.kind.value}:{kind}:{format_instant(read.read_at)}"
+
+
+# --- saving --------------------------------------------------------------------
+
+def _save_billing_reads(conn: Connection, cycle: Cycle, outcomes: Sequence[MeterOutcome],
+                        facts: Mapping[str, MeterFacts], now: datetime, run: EditsRun) -> None:
+    existing = load_billing_rows(conn, cycle.id)
+    inserts, updates, withdrawn, audits = [], [], [], []
+    for outcome in outcomes:
+        before = existing.get(outcome.meter)
+        read = outcome.billing_read
+        if read is None:
+            if before is not None and before.origin == EDITS_ORIGIN:
+                withdrawn.append(outcome.meter)
+                audits.append(_system_audit(cycle.id, outcome.meter, "withdraw", now,
+                                            outcome.detail, describe_row(before), None))
+            continue
+        run.billing[read.kind.value] += 1
+        row = billing_row(cycle.id, facts[outcome.meter], read, outcome.detail, now)
+        if before is None:
+            inserts.append(row)
+        elif any(_stored(row[c]) != _stored(getattr(before, c)) for c in COMPARED) \
+                or before.origin != EDITS_ORIGIN:
+            updates.append({**row, "b_cycle": row["cycle"], "b_meter": row["meter"]})
+        else:
+            continue
+        if read.kind is ReadKind.ESTIMATED or before is not None:
+            action = "estimate" if read.kind is ReadKind.ESTIMATED else "true_up"
+            audits.append(_system_audit(
+                cycle.id, outcome.meter, action, now, outcome.detail,
+                describe_row(before) if before is not None else None, describe_row(row)))
+    if inserts:
+        conn.execute(insert(billing_reads), inserts)
+    if updates:
+        conn.execute(update(billing_reads).where(
+            (billing_reads.c.cycle == bindparam("b_cycle"))
+            & (billing_reads.c.meter == bindparam("b_meter"))), updates)
+    for chunk in _chunks(withdrawn):
+        conn.execute(delete(billing_reads).where(
+            (billing_reads.c.cycle == cycle.id) & billing_reads.c.meter.in_(chunk)))
+    record_many(conn, audits)
+
+
+def _stored(value: Any) -> Any:
+    """Compare as stored: times as UTC instants, everything else as is."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _save_exceptions(conn: Connection, cycle: Cycle, outcomes: Sequence[MeterOutcome],
+                     facts: Mapping[str, MeterFacts], rule_set: str, now: datetime,
+                     run: EditsRun) -> None:
+    existing = {(r.meter, r.rule, r.read_ref): r for r in conn.execute(
+        select(edit_exceptions.c.id, edit_exceptions.c.meter, edit_exceptions.c.rule,
+               edit_exceptions.c.read_ref, edit_exceptions.c.status)
+        .where(edit_exceptions.c.cycle == cycle.id))}
+    found: set[tuple[str, str, str]] = set()
+    opened = []
+    for outcome in outcomes:
+        ref = read_ref(outcome.billing_read)
+        for finding in outcome.findings:
+            run.findings[(finding.rule, finding.severity.value)] += 1
+            key = (outcome.meter, finding.rule, ref)
+            if key in found:
+                continue
+            found.add(key)
+            if key not in existing:
+                opened.append(_exception_row(cycle.id, facts[outcome.meter], finding, ref,
+                                             rule_set, now))
+    if opened:
+        conn.execute(insert(edit_exceptions), opened)
+    stale = [r for key, r in existing.items() if r.status == OPEN and key not in found]
+    if stale:
+        conn.execute(update(edit_exceptions).where(edit_exceptions.c.id == bindparam("b_id")),
+                     [{"b_id": r.id, "status": CLEARED, "resolved_at": now,
+                       "resolved_by": SYSTEM_ACTOR} for r in stale])
+        record_many(conn, [_system_audit(
+            cycle.id, r.meter, "clear", now, "the finding is gone on re-running the edits",
+            {"exception": r.id, "rule": r.rule, "status": OPEN},
+            {"exception": r.id, "status": CLEARED}, exception_id=r.id) for r in stale])
+    run.opened, run.cleared = len(opened), len(stale)
+
+
+def _exception_row(cycle_id: str, meter: MeterFacts, finding: Finding, ref: str,
+                   rule_set: str, now: datetime) -> dict[str, Any]:
+    return {"cycle": cycle_id, "meter": meter.serial, "account": meter.account,
+            "rule": finding.rule, "severity": finding.severity.value,
+            "message": finding.message, "register": finding.register, "read_ref": ref,
+            "status": OPEN, "rule_set": rule_set, "opened_at": now, "resolved_at": None,
+            "resolved_by": None}
+
+
+def _system_audit(cycle_id: str, meter: str, action: str, now: datetime, reason: str,
+                  before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                  exception_id: int | None = None) -> dict[str, Any]:
+    return {"at": now, "actor": SYSTEM_ACTOR, "action": action, "cycle": cycle_id,
+            "meter": meter, "exception_id": exception_id, "reason": reason,
+            "before": dict(before) if before is not None else None,
+            "after": dict(after) if after is not None else None}
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+# --- queries ---------------------------------------------------------------------
+
+def count_open(conn: Connection, cycle_id: str) -> int:
+    return int(conn.execute(select(func.count()).select_from(edit_exceptions).where(
+        (edit_exceptions.c.cycle == cycle_id) & (edit_exceptions.c.status == OPEN))).scalar_one())
+
+
+def held_accounts(conn: Connection, cycle_id: str) -> list[HeldAccount]:
+    """Accounts with an open blocking exception in the cycle: held out of billing."""
+    rows = conn.execute(
+        select(edit_exceptions.c.account, edit_exceptions.c.meter, edit_exceptions.c.rule)
+        .where((edit_exceptions.c.cycle == cycle_id) & (edit_exceptions.c.status == OPEN)
+               & (edit_exceptions.c.severity == "blocking"))
+        .order_by(edit_exceptions.c.account, edit_exceptions.c.meter)).all()
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.account or ""].append(row)
+    return [HeldAccount(account, tuple(dict.fromkeys(r.meter for r in group)),
+                        tuple(dict.fromkeys(r.rule for r in group)), len(group))
+            for account, group in grouped.items()]
+
+
+__all__ = ["EditsRun", "HeldAccount", "held_accounts", "load_cases", "run_edits"]
