@@ -12,6 +12,7 @@ from rich.table import Table
 
 from hub.collectors_cli import collectors_app
 from hub.cycle_cli import cycle_app
+from hub.exceptions_cli import audit_command, exceptions_app
 from hub.import_cli import import_app
 from hub.serve_cli import broker_config, serve
 from hub.store.engine import DEFAULT_URL
@@ -59,6 +60,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(reads_app, name="reads")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(import_app, name="import")
+app.add_typer(exceptions_app, name="exceptions")
+app.command("audit")(audit_command)
 app.command("serve")(serve)
 app.command("broker-config")(broker_config)
 

@@ -4,7 +4,9 @@
 missing, trouble, inactive, progress) and, with ``--report``, writes every
 meter's result as JSON or CSV (by the file's suffix) for other tools.
 ``meterhub cycle reread C2026-11 --collector hh-01`` builds the route of the
-missing meters and publishes it to that handheld.
+missing meters and publishes it to that handheld. ``meterhub cycle edits
+C2026-11`` runs the meter edits and lists the accounts held out of billing
+(the queue itself is ``meterhub exceptions``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +27,8 @@ from rich.table import Table
 from edge_agent.files import write_atomic
 from hub import broker_options as options
 from hub.collectors_cli import open_store
+from hub.edits.ruleset import RuleSet, RuleSetError, default_rule_set, load_rule_set
+from hub.edits.store import EditsRun, run_edits
 from hub.reconcile import Reconciliation, Status
 from hub.reconcile_store import UnknownCycle, reconcile_cycle
 from hub.reread_store import PublishError, build_from_store, publish_route
@@ -32,7 +37,8 @@ from protocols.mqtt_contract import routes_topic
 from protocols.read import COLLECTOR_RE
 from protocols.route_message import encode_route
 
-cycle_app = typer.Typer(help="Work a billing cycle: reconcile it, send re-read routes.",
+cycle_app = typer.Typer(help="Work a billing cycle: reconcile it, send re-read routes, run "
+                             "the meter edits.",
                         no_args_is_help=True)
 out = Console()
 log = logging.getLogger("hub")
@@ -46,17 +52,15 @@ def reconcile_command(
     cycle: Annotated[str, typer.Argument(help="Cycle id, as imported (e.g. C2026-11).")],
     report: Annotated[Path | None, typer.Option(
         help="Write every meter's result here: .json or .csv.")] = None,
-    timezone: Annotated[str, typer.Option(
-        envvar="METERHUB_TIMEZONE", help="The utility's time zone: read windows are its days.")]
-        = "UTC",
+    timezone: ZoneOption = "UTC",
 ) -> None:
     """Which meters of the cycle have a billing read, which are missing, and why."""
     if report is not None and report.suffix not in REPORT_FORMATS:
         raise typer.BadParameter(f"--report must end in {' or '.join(REPORT_FORMATS)}")
-    zone = _zone(timezone)
+    utility_zone = zone(timezone)
     with open_store(ctx) as store, store.connect() as conn:
         try:
-            result = reconcile_cycle(conn, cycle, zone)
+            result = reconcile_cycle(conn, cycle, utility_zone)
         except UnknownCycle as exc:
             log.error("%s", exc.args[0])
             raise typer.Exit(1) from None
@@ -74,7 +78,7 @@ def reread_command(
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Also write the route message here (JSON).")] = None,
     publish: Annotated[bool, typer.Option(help="Publish to the handheld over MQTT.")] = True,
-    timezone: Annotated[str, typer.Option(envvar="METERHUB_TIMEZONE")] = "UTC",
+    timezone: ZoneOption = "UTC",
     broker_host: options.Host = options.DEFAULT_HOST,
     broker_port: options.Port = None,
     broker_user: options.User = options.DEFAULT_USER,
@@ -90,7 +94,7 @@ def reread_command(
                                      broker_password_file, broker_password_env, tls, ca_file)
     with open_store(ctx) as store, store.connect() as conn:
         try:
-            route, _ = build_from_store(conn, cycle, collector, _zone(timezone))
+            route, _ = build_from_store(conn, cycle, collector, zone(timezone))
         except UnknownCycle as exc:
             log.error("%s", exc.args[0])
             raise typer.Exit(1) from None
@@ -118,7 +122,65 @@ def reread_command(
                   "when it next connects)")
 
 
-def _zone(name: str) -> ZoneInfo:
+ZoneOption = Annotated[str, typer.Option(
+    "--timezone", envvar="METERHUB_TIMEZONE",
+    help="The utility's time zone: read windows are its days.")]
+RuleSetOption = Annotated[Path | None, typer.Option(
+    "--rules", envvar="METERHUB_RULES", exists=True, dir_okay=False,
+    help="Meter-edit rule set (YAML); default: the rule set that ships with meterhub.")]
+
+
+def load_rules(path: Path | None) -> RuleSet:
+    """The rule set at ``path`` (or the packaged one); a bad file exits 2 saying where."""
+    try:
+        return load_rule_set(path) if path is not None else default_rule_set()
+    except RuleSetError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
+
+
+@cycle_app.command("edits")
+def edits_command(
+    ctx: typer.Context,
+    cycle: Annotated[str, typer.Argument(help="Cycle id.")],
+    rules: RuleSetOption = None,
+    timezone: ZoneOption = "UTC",
+) -> None:
+    """Run the meter edits: choose each meter's billing read, estimate missing ones, open
+    an exception for every finding, and list the accounts held out of billing."""
+    from hub.exceptions_cli import print_held  # noqa: PLC0415 - that module imports this one
+
+    rule_set = load_rules(rules)
+    with open_store(ctx) as store:
+        try:
+            with store.begin() as conn:
+                run = run_edits(conn, cycle, zone(timezone), rule_set)
+        except UnknownCycle as exc:
+            log.error("%s", exc.args[0])
+            raise typer.Exit(1) from None
+    out.print(edits_table(run))
+    out.print(f"billing reads: {_counts(run.billing) or 'none'}; exceptions: {run.opened} "
+              f"opened, {run.cleared} cleared, {run.open_exceptions} open")
+    print_held(cycle, run.held)
+
+
+def edits_table(run: EditsRun) -> Table:
+    table = Table(title=f"cycle {run.cycle}: edits over {run.meters} meters "
+                        f"(rule set {run.rule_set})")
+    for column in ("rule", "severity", "findings"):
+        table.add_column(column, justify="right" if column == "findings" else "left")
+    order = {"blocking": 0, "warning": 1, "info": 2}
+    for (rule, severity), count in sorted(run.findings.items(),
+                                          key=lambda kv: (order.get(kv[0][1], 3), kv[0][0])):
+        table.add_row(rule, severity, str(count))
+    return table
+
+
+def _counts(counter: Mapping[str, int]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in sorted(counter.items()))
+
+
+def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -11,6 +11,7 @@ the pure function.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from sqlalchemy import Connection, Subquery, select
@@ -20,12 +21,14 @@ from hub.reconcile import (
     Cycle,
     Installation,
     Reconciliation,
+    Status,
     Stop,
     reconcile,
 )
 from hub.store.reads import billable_reads
 from hub.store.tables import (
     accounts,
+    billing_reads,
     cycles,
     meter_installations,
     rejected_reads,
@@ -101,9 +104,24 @@ def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconcilia
 
 
 def reconcile_loaded(conn: Connection, cycle: Cycle) -> Reconciliation:
-    """Reconcile a cycle already loaded with :func:`load_cycle`."""
-    return reconcile(cycle, load_stops(conn, cycle.id), load_installations(conn, cycle.id),
-                     load_candidate_reads(conn, cycle))
+    """Reconcile a cycle already loaded with :func:`load_cycle`.
+
+    A meter without a read that the meter edits estimated shows as
+    ``estimated`` (it still lacks an actual read, so re-read routes keep it).
+    """
+    result = reconcile(cycle, load_stops(conn, cycle.id), load_installations(conn, cycle.id),
+                       load_candidate_reads(conn, cycle))
+    estimated = dict(conn.execute(
+        select(billing_reads.c.meter, billing_reads.c.detail)
+        .where((billing_reads.c.cycle == cycle.id) & (billing_reads.c.kind == "estimated"))
+    ).all())
+    if not estimated:
+        return result
+    return Reconciliation(result.cycle, tuple(
+        replace(m, status=Status.ESTIMATED, rule=f"estimated by the meter edits: "
+                f"{estimated[m.meter]}")
+        if m.meter in estimated and m.status in (Status.MISSING, Status.TROUBLE) else m
+        for m in result.meters))
 
 
 __all__ = ["UnknownCycle", "reconcile_cycle"]

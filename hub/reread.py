@@ -88,15 +88,22 @@ def limits_for(history: Sequence[HistoryRead], scheduled: datetime, unit: str,
             Limits(last.value, high.quantize(places, rounding=ROUND_CEILING)))
 
 
+NEEDS_A_READ = frozenset({Status.MISSING, Status.ESTIMATED})
+
+
 def build_reread_route(
     reconciliation: Reconciliation, details: Mapping[str, StopDetails],
     history: Mapping[str, Sequence[HistoryRead]], *, scheduled: datetime, collector: str,
     route_id: str, issued_at: datetime,
 ) -> Route:
-    """A route of every ``missing`` meter, across the cycle's routes in their walk order."""
+    """A route of every meter still lacking an actual read, in the cycle's walk order.
+
+    That is the ``missing`` meters and the ``estimated`` ones: an estimate
+    bills, but only an actual read trues it up.
+    """
     stops = []
     for result in reconciliation.meters:  # already in (route, sequence) order
-        if result.status is not Status.MISSING:
+        if result.status not in NEEDS_A_READ:
             continue
         about = details[result.meter]
         previous, limits = limits_for(history.get(result.meter, ()), scheduled, about.unit,

@@ -19,9 +19,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Connection, select
 
-from hub.reconcile import Reconciliation, Status
+from hub.reconcile import Reconciliation
 from hub.reconcile_store import cycle_meters, load_cycle, reconcile_loaded
-from hub.reread import REGISTER_BY_SERVICE, HistoryRead, StopDetails, build_reread_route
+from hub.reread import (
+    NEEDS_A_READ,
+    REGISTER_BY_SERVICE,
+    HistoryRead,
+    StopDetails,
+    build_reread_route,
+)
 from hub.store.reads import billable_reads
 from hub.store.tables import accounts, meter_installations, meters, route_stops, routes
 from protocols.broker_settings import BrokerSettings
@@ -46,7 +52,7 @@ def build_from_store(conn: Connection, cycle_id: str, collector: str, zone: tzin
     now = now or datetime.now(UTC)
     cycle = load_cycle(conn, cycle_id, zone)
     result = reconcile_loaded(conn, cycle)
-    missing = {m.meter: m.account for m in result.meters if m.status is Status.MISSING}
+    missing = {m.meter: m.account for m in result.meters if m.status in NEEDS_A_READ}
     window_start = datetime.combine(cycle.window_start, time(), zone)
     route = build_reread_route(
         result, _details(conn, cycle_id, missing), _history(conn, cycle_id, missing, window_start),
