@@ -25,7 +25,8 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -41,6 +42,10 @@ from hub.store import Store
 from hub.store.tables import reads
 from protocols.canonical import decode_read
 from protocols.read import ClockQuality, Reading, RegisterValue, Source
+from simulators.billing_history import COLUMNS as HISTORY_COLUMNS
+from simulators.billing_history import HistoryShape, history_rows, monthly_cycles
+from simulators.faceplate import Faceplate
+from simulators.faults import Fault, FaultSwitch
 from simulators.meter_model import MeterSpec, Service, SimulatedMeter
 from simulators.private_broker import Mosquitto
 
@@ -54,17 +59,40 @@ POLL = timedelta(minutes=15)
 console = Console(width=100)
 
 
-def fleet(size: int) -> list[SimulatedMeter]:
-    """The gateway's meters: the sample utility's (demo/master_data), but for a few.
+FAULTS = {
+    "SDM630-00001": "spike",
+    "SDM630-00002": "tamper",
+    "SDM630-00003": "stuck",
+    "SDM630-00004": "zero",
+    "SDM630-00005": "backward",
+}
+"""The meters that misbehave this cycle, and how (the edits must catch each).
 
-    Every seventh meter of the utility is out of the gateway's reach (a dead
-    radio, a meter in a basement), so the cycle has missing meters to find.
-    """
+Spike and tamper are the simulator's own faults (a register jump, the tamper
+status bit); stuck, zero and backward lie between bills, so the meter stops
+counting (stuck, zero) or its last bill was above what it shows now
+(backward), written into the billing history the CIS hands over.
+"""
+SIMULATOR_FAULTS = {"spike": Fault.SPIKE, "tamper": Fault.TAMPER}
+HISTORY_SHAPES = {"stuck": HistoryShape(flat_last=2), "zero": HistoryShape(flat_last=1),
+                  "backward": HistoryShape(above_start_days=20)}
+TAMPER_FLAGS = {0: "tamper_terminal_cover"}
+PAST_CYCLES = monthly_cycles(date(2025, 11, 3), 12)
+SCHEDULED = datetime(2026, 11, 3, tzinfo=UTC)
+"""Cycle C2026-11's scheduled read date (demo/master_data/cycles.csv), at midnight UTC."""
+
+
+def master_meters() -> list[dict[str, str]]:
     with MASTER_METERS.open(encoding="utf-8") as handle:
-        serials = [(row["meter_serial"], row["service"]) for row in csv.DictReader(handle)]
-    reachable = [s for n, s in enumerate(dict.fromkeys(serials)) if n % 7 != 6]
-    meters = []
-    for n, (serial, service) in enumerate(reachable[:size]):
+        return list(csv.DictReader(handle))
+
+
+def meter_specs() -> dict[str, MeterSpec]:
+    """Every meter of the sample utility as the simulator runs it (demo/master_data)."""
+    specs = {}
+    services = {row["meter_serial"]: row["service"] for row in master_meters()}
+    for n, (serial, service) in enumerate(services.items()):
+        still = FAULTS.get(serial) in ("stuck", "zero")
         if service == "water":
             spec = MeterSpec(serial, Service.WATER, dials=5, mean_per_day=Decimal("0.4"),
                              start_value=Decimal(random.Random(n).randint(100, 900)), seed=n)
@@ -74,37 +102,82 @@ def fleet(size: int) -> list[SimulatedMeter]:
         else:
             spec = MeterSpec(serial, Service.ELECTRIC, tou=True,
                              mean_per_day=Decimal(8 + n % 7), clock_drift_ppm=(n % 9 - 4) * 20,
-                             start_value=Decimal(random.Random(n).randint(1000, 40000)), seed=n)
-        meters.append(SimulatedMeter(spec, EPOCH))
-    return meters
+                             start_value=Decimal(random.Random(n).randint(6000, 40000)), seed=n)
+        specs[serial] = replace(spec, mean_per_day=Decimal(0)) if still else spec
+    return specs
 
 
-def poll(meter: SimulatedMeter, at: datetime) -> Reading:
-    """What the collector makes of one poll of one meter (drivers arrive with issue 3)."""
+def fleet(size: int) -> list[Faceplate]:
+    """The gateway's meters: the sample utility's (demo/master_data), but for a few.
+
+    Every seventh meter of the utility is out of the gateway's reach (a dead
+    radio, a meter in a basement), so the cycle has missing meters to find.
+    """
+    specs = meter_specs()
+    reachable = [s for n, s in enumerate(specs.values()) if n % 7 != 6]
+    return [Faceplate(spec, epoch=EPOCH, clock=lambda: 0.0, faults=FaultSwitch(
+                [SIMULATOR_FAULTS[FAULTS[spec.serial]]] if FAULTS.get(spec.serial)
+                in SIMULATOR_FAULTS else []))
+            for spec in reachable[:size]]
+
+
+def poll(meter: Faceplate, at: datetime) -> Reading:
+    """What the collector makes of one poll of one meter (the drivers do this in the field)."""
     meter_time = meter.meter_time(at)
     offset = Decimal((meter_time - at).total_seconds()).quantize(Decimal("0.001"))
+    spec = meter.spec
+    total = spec.total_register
+    names = [total, f"{total}_t1", f"{total}_t2"] if spec.tou else [total]
     obis = {"energy_import_kwh": "1.8.0", "energy_import_kwh_t1": "1.8.1",
             "energy_import_kwh_t2": "1.8.2"}
+    flags = tuple(TAMPER_FLAGS.values()) if meter.status_word(TAMPER_FLAGS) else ()
     return Reading(
-        meter=meter.spec.serial,
+        meter=spec.serial,
         read_at=meter_time,
         collected_at=at,
         clock=ClockQuality(ntp_synced=True, meter_offset_s=offset),
         source=Source.AMI,
-        values={name: RegisterValue(value, meter.spec.unit, obis.get(name))
-                for name, value in meter.registers(at).items()},
+        values={name: RegisterValue(meter.value(name, spec.unit, at), spec.unit, obis.get(name))
+                for name in names},
+        flags=flags,
     )
 
 
-def sh(*args: str, cwd: Path, expect_failure: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run a meterhub command as a person would, showing it and what it printed."""
-    shown = " ".join(args)
-    console.print(f"[bold cyan]$ {shown}[/bold cyan]")
+def write_history(path: Path) -> int:
+    """The CIS's billed reads of the last 12 cycles for every meter, agreeing with the fleet."""
+    specs = meter_specs()
+    rows = []
+    for row in master_meters():
+        spec = specs[row["meter_serial"]]
+        installed = (date.fromisoformat(row["installed_on"]),
+                     date.fromisoformat(row["removed_on"]) if row["removed_on"] else None)
+        shape = HISTORY_SHAPES.get(FAULTS.get(spec.serial, ""), HistoryShape())
+        history_spec = replace(spec, mean_per_day=Decimal(9)) if spec.mean_per_day == 0 \
+            else spec
+        rows += history_rows(history_spec, EPOCH, PAST_CYCLES, shape=shape, installed=installed,
+                             multiplier=Decimal(row["multiplier"]))
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def sh(*args: str, cwd: Path, expect_failure: bool = False, quiet: bool = False,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a meterhub command as a person would, showing it and what it printed.
+
+    ``quiet`` runs what the demo itself reads (a JSON listing) without printing it.
+    """
+    shown = " ".join(f"'{a}'" if " " in a else a for a in args)
+    if not quiet:
+        console.print(f"[bold cyan]$ {shown}[/bold cyan]", highlight=False)
     result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True,
-                            text=True, env={**os.environ, "COLUMNS": "96", "NO_COLOR": "1"},
-                            check=False)
+                            text=True, check=False,
+                            env={**os.environ, "COLUMNS": "96", "NO_COLOR": "1", **(env or {})})
     for line in (result.stdout + result.stderr).rstrip().splitlines():
-        console.print(f"  {line}", highlight=False, markup=False)
+        if not quiet:
+            console.print(f"  {line}", highlight=False, markup=False)
     if (result.returncode != 0) != expect_failure:
         raise SystemExit(f"demo step failed: {shown} exited {result.returncode}")
     return result
@@ -286,6 +359,102 @@ def step_cycle(work: Path) -> str:
     return str(missing)
 
 
+DECISIONS = {
+    ("spike", "spike"): ("reject", "7 times the usual use in a month: send a technician"),
+    ("tamper", "meter_alarm"): ("accept", "field service checked the terminal cover seal: "
+                                          "intact, alarm reset"),
+    ("stuck", "stuck_register"): ("estimate", "register stuck for three cycles; meter "
+                                              "exchange ordered (work order 4471)"),
+    ("zero", "zero_consumption"): ("accept", "customer abroad since September, confirmed "
+                                             "by phone"),
+    ("backward", "negative_consumption"): ("override", "technician's photo of the dial; the "
+                                                       "October bill was keyed wrong"),
+}
+"""What the billing office decides for each fault's main finding (the demo's operator)."""
+
+
+def _history(work: Path) -> Path:
+    path = work / "history.csv"
+    rows = write_history(path)
+    console.print(f"  the CIS's billed reads of the last 12 cycles: {path.name}, {rows} rows")
+    return path
+
+
+def step_edits(work: Path) -> dict[str, int]:
+    """The meter edits raise exceptions for the faults; an operator works them off."""
+    console.rule("8. Meter edits: validate, estimate, work the exceptions queue")
+    history = _history(work)
+    db = f"sqlite:///{work / 'hub.sqlite'}"
+    env = {"METERHUB_OPERATOR": "j.smith"}
+    sh("meterhub", "--db", db, "import", "history", str(history), cwd=work)
+    sh("meterhub", "--db", db, "cycle", "edits", "C2026-11", cwd=work)
+    sh("meterhub", "--db", db, "exceptions", "list", "--cycle", "C2026-11", "--severity",
+       "blocking", cwd=work)
+    found = _open_exceptions(work, db)
+    kinds = {rule for _, rule in found}
+    decided = 0
+    for (fault, rule), (action, reason) in DECISIONS.items():
+        meter = next(m for m, f in FAULTS.items() if f == fault)
+        exception_id = found.get((meter, rule))
+        if exception_id is None:
+            continue
+        extra = _override_values(history, meter) if action == "override" else []
+        sh("meterhub", "--db", db, "exceptions", "resolve", str(exception_id), "--action",
+           action, "--reason", reason, *extra, cwd=work, env=env)
+        decided += 1
+        if action == "reject":
+            sh("meterhub", "--db", db, "cycle", "reread", "C2026-11", "--collector", "hh-01",
+               "--out", "reread-route-2.json", "--no-publish", cwd=work)
+            sh("meterhub", "--db", db, "cycle", "edits", "C2026-11", cwd=work)
+            waiting = _open_exceptions(work, db)[(meter, "awaiting_reread")]
+            sh("meterhub", "--db", db, "exceptions", "resolve", str(waiting), "--action",
+               "estimate", "--reason", "no technician free before the bill run; estimate now, "
+               "true up on the next actual read", cwd=work, env=env)
+            decided += 1
+    rest = _open_exceptions(work, db, "blocking")
+    for (meter, rule), exception_id in rest.items():
+        if rule == "no_estimate":  # a meter new this cycle: nothing to estimate from
+            sh("meterhub", "--db", db, "exceptions", "resolve", str(exception_id), "--action",
+               "override", "--reason", "new meter, no history: the customer read the display "
+               "to us by phone", "--value", _self_read(meter), cwd=work, env=env)
+    accept = [i for (_, rule), i in rest.items() if rule != "no_estimate"]
+    if accept:
+        sh("meterhub", "--db", db, "exceptions", "resolve", *map(str, accept), "--action",
+           "accept", "--reason", "reviewed with the route's technician: reads stand",
+           cwd=work, env=env)
+    held = sh("meterhub", "--db", db, "exceptions", "held", "C2026-11", cwd=work)
+    if "no account held" not in held.stdout:
+        raise SystemExit("demo step failed: accounts are still held out of billing")
+    sh("meterhub", "--db", db, "audit", "--cycle", "C2026-11", "--by", "j.smith", cwd=work)
+    return {"kinds": len(kinds), "decided": decided + len(rest),
+            "estimated": sum(1 for _, rule in found if rule == "estimated_missing")}
+
+
+def _open_exceptions(work: Path, db: str, severity: str | None = None
+                     ) -> dict[tuple[str, str], int]:
+    args = ["--severity", severity] if severity else []
+    listed = sh("meterhub", "--db", db, "exceptions", "list", "--cycle", "C2026-11", "--json",
+                *args, cwd=work, quiet=True)
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+    return {(row["meter"], row["rule"]): row["id"] for row in rows}
+
+
+def _self_read(meter: str) -> str:
+    """What the meter's display shows on the scheduled read date (the customer's own read)."""
+    spec = meter_specs()[meter]
+    value = SimulatedMeter(spec, EPOCH).registers(SCHEDULED)[spec.total_register]
+    return f"{spec.total_register}={value}"
+
+
+def _override_values(history: Path, meter: str) -> list[str]:
+    """The technician's dial photo: a month's plausible use past the last good bill."""
+    with history.open(encoding="utf-8") as handle:
+        billed = [Decimal(r["value"]) for r in csv.DictReader(handle)
+                  if r["meter_serial"] == meter and r["register"] == "energy_import_kwh"]
+    good = billed[-2]  # the October bill was the one keyed wrong
+    return ["--value", f"energy_import_kwh={good + 412}"]
+
+
 def _background(cwd: Path, log: str, *args: str) -> subprocess.Popen[bytes]:
     console.print(f"[bold cyan]$ {' '.join(args)} &[/bold cyan]   (log: {cwd / log})")
     with (cwd / log).open("ab") as output:
@@ -347,6 +516,7 @@ def main() -> None:
     synced = shutil.which("mosquitto") is not None
     reads = step_sync(work, gateway) if synced else step_ack(gateway)
     missing = step_cycle(work) if synced else "not reconciled (no Mosquitto: no reads at the hub)"
+    edits = step_edits(work) if synced else None
 
     summary = Table(title="what happened", show_header=False)
     summary.add_row("meters simulated", str(args.meters))
@@ -354,6 +524,10 @@ def main() -> None:
     summary.add_row("power cuts survived", f"{args.power_cuts} (no gap, no duplicate)")
     summary.add_row("forgeries caught", "1 of 1")
     summary.add_row("missing meters in cycle C2026-11", missing)
+    if edits is not None:
+        summary.add_row("meter edits", f"{edits['kinds']} kinds of exception, "
+                        f"{edits['estimated']} missing meters estimated, {edits['decided']} "
+                        "decisions on the audit log, no account held")
     summary.add_row("synced to the hub", "over MQTT, stored once, each signature verified"
                     if synced else "no (Mosquitto not installed)")
     summary.add_row("files", str(work))

@@ -24,7 +24,7 @@ from rich.table import Table
 from hub.collectors_cli import open_store
 from hub.cycle_cli import RuleSetOption, ZoneOption, load_rules, zone
 from hub.edits.actions import Action, ResolveError, resolve
-from hub.edits.audit import entries
+from hub.edits.audit import SYSTEM_ACTOR, entries
 from hub.edits.model import EstimationMethod
 from hub.edits.queue import SEVERITIES, STATUSES, get_exception, list_exceptions
 from hub.edits.store import held_accounts
@@ -188,12 +188,15 @@ def audit_command(
     cycle: Annotated[str | None, typer.Option(help="Only this cycle.")] = None,
     meter: Annotated[str | None, typer.Option(help="Only this meter.")] = None,
     exception: Annotated[int | None, typer.Option(help="Only this exception.")] = None,
+    by: Annotated[str | None, typer.Option(
+        help=f"Only what this person did (the edits themselves act as '{SYSTEM_ACTOR}').")]
+        = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines with before/after.")]
         = False,
 ) -> None:
     """The audit log: every decision on exceptions and billing reads, oldest first."""
     with open_store(ctx) as store, store.connect() as conn:
-        log_entries = entries(conn, cycle=cycle, meter=meter, exception_id=exception)
+        log_entries = entries(conn, cycle=cycle, meter=meter, exception_id=exception, actor=by)
     if as_json:
         for entry in log_entries:
             print(json.dumps({**vars(entry), "at": format_instant(entry.at)}, default=str))

@@ -1,4 +1,4 @@
-"""``meterhub import``: load the CIS's master data files (accounts, meters, cycles, routes).
+"""``meterhub import``: load the CIS's files: accounts, meters, cycles, routes, read history.
 
 A thin layer over :func:`hub.imports.import_file`: it prints what changed
 per table, or every problem of a refused file as a table the operator can
@@ -22,8 +22,9 @@ from hub.imports import FileUnusable, ImportRejected, ImportSummary, Kind, impor
 from hub.imports.problems import NO_LINE, Problem
 
 import_app = typer.Typer(
-    help="Import master data from the CIS (CSV): accounts, then meters, cycles and routes. "
-         "Each file is imported whole or not at all; see docs/master-data.md.",
+    help="Import master data from the CIS (CSV): accounts, then meters, cycles, routes and "
+         "the billed-read history. Each file is imported whole or not at all; see "
+         "docs/master-data.md.",
     no_args_is_help=True,
 )
 out = Console()
@@ -57,6 +58,12 @@ def import_cycles(ctx: typer.Context, file: FileArgument, dry_run: DryRunOption 
 def import_routes(ctx: typer.Context, file: FileArgument, dry_run: DryRunOption = False) -> None:
     """Routes in walk order (after cycles and meters); each listed route is replaced whole."""
     _run(ctx, Kind.ROUTES, file, dry_run)
+
+
+@import_app.command("history")
+def import_history(ctx: typer.Context, file: FileArgument, dry_run: DryRunOption = False) -> None:
+    """Billed reads of past cycles (after cycles and meters), a row per register."""
+    _run(ctx, Kind.HISTORY, file, dry_run)
 
 
 def _run(ctx: typer.Context, kind: Kind, file: Path, dry_run: bool) -> None:

@@ -29,7 +29,14 @@ from hub.reread import (
     build_reread_route,
 )
 from hub.store.reads import billable_reads
-from hub.store.tables import accounts, meter_installations, meters, route_stops, routes
+from hub.store.tables import (
+    accounts,
+    billing_reads,
+    meter_installations,
+    meters,
+    route_stops,
+    routes,
+)
 from protocols.broker_settings import BrokerSettings
 from protocols.mqtt_contract import routes_topic
 from protocols.route_message import Route, encode_route
@@ -92,7 +99,11 @@ def _details(conn: Connection, cycle_id: str,
 
 def _history(conn: Connection, cycle_id: str, missing: Container[str],
              before: datetime) -> dict[str, list[HistoryRead]]:
-    """Verified reads of the cycle's ``missing`` meters in the days before its window."""
+    """What the cycle's ``missing`` meters read in the days before its window.
+
+    Verified reads, and the billing reads of earlier cycles (the CIS's
+    history or meterhub's own), oldest first.
+    """
     candidates = billable_reads.subquery()
     on_routes = cycle_meters(cycle_id)
     history: dict[str, list[HistoryRead]] = defaultdict(list)
@@ -111,6 +122,24 @@ def _history(conn: Connection, cycle_id: str, missing: Container[str],
             if value is not None:
                 history[meter].append(HistoryRead(read_at, value))
                 break
+    billed = conn.execute(
+        select(billing_reads.c.meter, billing_reads.c.read_at, billing_reads.c.registers)
+        .join(on_routes, on_routes.c.meter == billing_reads.c.meter)
+        .where((billing_reads.c.cycle != cycle_id)
+               & (billing_reads.c.read_at < before.astimezone(UTC))
+               & (billing_reads.c.read_at >= before.astimezone(UTC)
+                  - timedelta(days=HISTORY_DAYS)))
+    ).all()
+    for meter, read_at, registers in billed:
+        if meter not in missing:
+            continue
+        for register in set(REGISTER_BY_SERVICE.values()):
+            value = _decimal(registers.get(register))
+            if value is not None:
+                history[meter].append(HistoryRead(read_at, value))
+                break
+    for reads_of_meter in history.values():
+        reads_of_meter.sort(key=lambda r: r.read_at)
     return history
 
 

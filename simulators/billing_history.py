@@ -72,7 +72,9 @@ def history_rows(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle], 
             value = spec.start_value + spec.mean_per_day * shape.above_start_days
         else:
             value -= spec.mean_per_day * days * noise
-        reads.append((cycle, at, (value % capacity).quantize(quantum, rounding=ROUND_DOWN)))
+        shown = value % capacity  # Decimal's % keeps the sign: wrap a negative one up
+        shown = shown + capacity if shown < 0 else shown
+        reads.append((cycle, at, shown.quantize(quantum, rounding=ROUND_DOWN)))
         later = at
     rows = []
     for cycle, at, total in reversed(reads):
@@ -81,8 +83,8 @@ def history_rows(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle], 
         registers = {spec.total_register: total}
         if spec.tou:
             day, night = split_start(total)
-            registers[f"{spec.total_register}_t1"] = day
-            registers[f"{spec.total_register}_t2"] = night
+            registers[f"{spec.total_register}_t1"] = day.quantize(quantum)
+            registers[f"{spec.total_register}_t2"] = night.quantize(quantum)
         rows.extend({"cycle_id": cycle.id, "meter_serial": spec.serial,
                      "read_at": format_instant(at), "read_type": "actual", "register": name,
                      "value": format_decimal(value), "multiplier": format_decimal(multiplier)}

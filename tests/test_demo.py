@@ -28,4 +28,11 @@ def test_demo_runs_and_catches_the_forgery(tmp_path):
     assert "cycle C2026-11" in out                           # imported and reconciled
     assert "46 meters missing" in out                        # 10 polled of the 56 on routes
     assert (tmp_path / "run" / "reread-route.json").exists()
+    for rule in ("spike", "negative_consumption", "stuck_register", "meter_alarm",
+                 "zero_consumption", "estimated_missing"):  # the fleet's faults, caught
+        assert f"│ {rule}" in out, rule
+    assert "awaiting_reread" in out                          # rejected: waits for a re-read
+    assert "cycle C2026-11: no account held" in out          # decisions released them all
+    assert "audit log: 7 action(s)" in out                   # each decision on record
+    assert "45 missing meters estimated" in out
     assert (tmp_path / "run" / "gw-0001" / "collector.key").stat().st_mode & 0o777 == 0o600

@@ -206,7 +206,8 @@ def test_a_decision_needs_a_reason_and_an_open_exception(store, cycle):
 
 def test_rejecting_a_read_sends_the_meter_for_a_re_read_and_holds_it_until_one_comes(
         store, cycle):
-    [spike_seq] = cycle.send(kwh("E-SPIKE", "9800.000"))
+    spike_seq, _ = cycle.send(kwh("E-SPIKE", "9800.000"),
+                              kwh("E-SPIKE", "9801.000", at=WINDOW_NOON - timedelta(hours=1)))
     edits(store)
     spike = only_exception(store, "E-SPIKE", "spike")
     with store.begin() as conn:
@@ -219,7 +220,7 @@ def test_rejecting_a_read_sends_the_meter_for_a_re_read_and_holds_it_until_one_c
         result = {m.meter: m for m in reconcile_cycle(conn, "C1", UTC).meters}
         route, _ = build_from_store(conn, "C1", "hh-01", UTC)
     assert stored[0]["energy_import_kwh"]["value"] == "9800.000"  # the read itself stays
-    assert result["E-SPIKE"].status is Status.MISSING
+    assert result["E-SPIKE"].status is Status.MISSING  # its neighbour, as wrong, went too
     assert "E-SPIKE" in [stop.meter for stop in route.stops]
     edits(store)
     assert open_rules(store, "E-SPIKE") == {"awaiting_reread"}  # not estimated behind its back
@@ -292,6 +293,8 @@ def test_too_many_estimates_in_a_row_hold_the_account_until_an_operator_decides(
     assert open_rules(store, "E-EST") == {"estimation_limit"}
     assert [h.account for h in run.held] == ["A-E-EST"]
     limit = only_exception(store, "E-EST", "estimation_limit")
+    with store.begin() as conn, pytest.raises(ResolveError, match="no billing read in C1"):
+        resolve(conn, limit, Action.ACCEPT, actor="supervisor", reason="ok", rule_set=RULES)
     with store.begin() as conn:
         resolve(conn, limit, Action.ESTIMATE, actor="supervisor", rule_set=RULES,
                 reason="access road closed until spring; approved by billing supervisor")
@@ -347,4 +350,6 @@ def test_an_estimated_meter_reconciles_as_estimated_and_stays_on_re_read_routes(
     assert before["E-MISSING"] is Status.MISSING
     assert after["E-MISSING"].status is Status.ESTIMATED
     assert after["E-MISSING"].rule.startswith("estimated by the meter edits: ")
-    assert "E-MISSING" in [stop.meter for stop in route.stops]  # only a read trues it up
+    stop = next(stop for stop in route.stops if stop.meter == "E-MISSING")  # only a read
+    assert stop.previous.value == Decimal("2500")  # trues it up; the last bill is its low
+    assert stop.limits.low == Decimal("2500") and stop.limits.high > Decimal("2800")

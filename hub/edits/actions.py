@@ -5,10 +5,11 @@ billing read where the decision says so, and appends one audit record with
 who, when, what, why and the state before and after:
 
 - **accept** — the read stands as it is; this exception closes.
-- **reject** — the read is wrong: it is marked rejected for the cycle (never
-  chosen again, never deleted), the billing read goes, every open exception
-  about that read closes, and the meter shows as missing, so the next
-  ``meterhub cycle reread`` puts it on a handheld's route. Until a new read
+- **reject** — the read is wrong: it and the meter's other reads stored for
+  the window so far are marked rejected for the cycle (never chosen again,
+  never deleted), the billing read goes, every open exception about it closes,
+  and the meter shows as missing, so the next ``meterhub cycle reread`` puts
+  it on a handheld's route. Until a new read
   arrives the edits hold the account (``awaiting_reread``).
 - **estimate** — bill an estimate instead (a read it replaces is rejected,
   not overwritten); past the consecutive-estimate limit only an operator's
@@ -55,7 +56,7 @@ from hub.edits.store import (
 )
 from hub.reconcile import Cycle, MeterResult, Status
 from hub.reconcile_store import load_cycle
-from hub.store.tables import billing_reads, edit_exceptions, rejected_reads
+from hub.store.tables import billing_reads, edit_exceptions, reads, rejected_reads
 
 MAX_REASON = 2000
 
@@ -125,28 +126,16 @@ def resolve(conn: Connection, exception_id: int, action: Action | str, *, actor:
         & (billing_reads.c.meter == exception.meter))).first()
     before = {"exception": _exception_state(exception),
               "billing_read": describe_row(before_row) if before_row is not None else None}
-    after_row: dict[str, Any] | None = None
-    if action is Action.ACCEPT:
-        after_row = dict(before_row._mapping) if before_row is not None else None
-    elif action is Action.REJECT:
-        _require_signed(before_row, exception)
-    elif action is Action.ESTIMATE:
-        after_row = _estimate_row(conn, exception, rule_set, zone, method, reason, now)
-    else:
-        if not values:
-            raise ResolveError("an override needs the values to bill (register=value)")
-        after_row = _override_row(conn, exception, before_row, values, zone, reason, now)
+    after_row = _after(conn, exception, before_row, action, rule_set=rule_set, zone=zone,
+                       values=values, method=method, reason=reason, now=now)
     closing = (exception.id,) if action is Action.ACCEPT else _open_on_meter(conn, exception)
     audit_id = record(
         conn, actor=actor, action=action.value, cycle=exception.cycle, meter=exception.meter,
         exception_id=exception.id, reason=reason, before=before, at=now,
         after={"exceptions": list(closing), "status": action.status,
                "billing_read": describe_row(after_row) if after_row is not None else None})
-    replaces_read = action in (Action.REJECT, Action.ESTIMATE) and _is_signed(before_row)
-    if replaces_read:
-        conn.execute(insert(rejected_reads).values(
-            collector=before_row.collector, seq=before_row.seq, cycle=exception.cycle,
-            meter=exception.meter, rejected_at=now, audit_id=audit_id))
+    if action in (Action.REJECT, Action.ESTIMATE) and _is_signed(before_row):
+        _reject_window_reads(conn, exception, zone, audit_id, now)
     if action is not Action.ACCEPT:
         conn.execute(delete(billing_reads).where(
             (billing_reads.c.cycle == exception.cycle)
@@ -157,6 +146,27 @@ def resolve(conn: Connection, exception_id: int, action: Action | str, *, actor:
         status=action.status, resolved_at=now, resolved_by=actor))
     return Resolution(exception.id, action, audit_id, closing,
                       describe_row(after_row) if after_row is not None else None)
+
+
+def _after(conn: Connection, exception: Any, before_row: Any, action: Action, *,
+           rule_set: RuleSet, zone: tzinfo, values: Mapping[str, Decimal] | None,
+           method: EstimationMethod | str | None, reason: str, now: datetime
+           ) -> dict[str, Any] | None:
+    """The meter's billing read once ``action`` is carried out (None: none until a re-read)."""
+    if action is Action.ACCEPT:
+        if before_row is None:
+            raise ResolveError(
+                f"meter {exception.meter} has no billing read in {exception.cycle} to accept: "
+                "estimate or override it, or wait for the re-read")
+        return dict(before_row._mapping)
+    if action is Action.REJECT:
+        _require_signed(before_row, exception)
+        return None
+    if action is Action.ESTIMATE:
+        return _estimate_row(conn, exception, rule_set, zone, method, reason, now)
+    if not values:
+        raise ResolveError("an override needs the values to bill (register=value)")
+    return _override_row(conn, exception, before_row, values, zone, reason, now)
 
 
 def _required_text(text: str | None, what: str) -> str:
@@ -191,6 +201,29 @@ def _require_signed(row: Any, exception: Any) -> None:
         raise ResolveError(
             f"meter {exception.meter} has {what} in {exception.cycle}: reject applies to a "
             "meter's read; estimate or override instead, or wait for the re-read")
+
+
+def _reject_window_reads(conn: Connection, exception: Any, zone: tzinfo, audit_id: int,
+                         now: datetime) -> None:
+    """Reject every read of the meter stored for the cycle's window so far.
+
+    A gateway sends a meter's reads every few minutes: rejecting only the
+    billing read would let its neighbour, wrong the same way, take its place.
+    A read that arrives after this decision (the re-read) is a new candidate.
+    """
+    start, end = load_cycle(conn, exception.cycle, zone).window()
+    already = rejected_reads.alias("already")
+    found = conn.execute(
+        select(reads.c.collector, reads.c.seq)
+        .outerjoin(already, (already.c.collector == reads.c.collector)
+                   & (already.c.seq == reads.c.seq))
+        .where((reads.c.meter == exception.meter) & (reads.c.read_at >= start)
+               & (reads.c.read_at < end) & already.c.seq.is_(None))).all()
+    if found:
+        conn.execute(insert(rejected_reads), [
+            {"collector": r.collector, "seq": r.seq, "cycle": exception.cycle,
+             "meter": exception.meter, "rejected_at": now, "audit_id": audit_id}
+            for r in found])
 
 
 def _estimate_row(conn: Connection, exception: Any, rule_set: RuleSet, zone: tzinfo,

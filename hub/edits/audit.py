@@ -64,9 +64,12 @@ def record_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def entries(conn: Connection, *, cycle: str | None = None, meter: str | None = None,
-            exception_id: int | None = None, limit: int | None = None) -> list[AuditEntry]:
-    """The log, oldest first, narrowed to a cycle, a meter or an exception."""
+            exception_id: int | None = None, actor: str | None = None,
+            limit: int | None = None) -> list[AuditEntry]:
+    """The log, oldest first, narrowed to a cycle, a meter, an exception or who acted."""
     query = select(audit_log).order_by(audit_log.c.id)
+    if actor is not None:
+        query = query.where(audit_log.c.actor == actor)
     if cycle is not None:
         query = query.where(audit_log.c.cycle == cycle)
     if meter is not None:

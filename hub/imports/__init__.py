@@ -1,4 +1,4 @@
-"""Master data import: the CIS's accounts, meters, cycles and routes files into the hub store.
+"""Master data import: the CIS's accounts, meters, cycles, routes and billed-read history files.
 
 One call per file, whole or nothing: the file is read (:mod:`.csv_file`),
 every row parsed (:mod:`.rows`), checked against the store and turned into
@@ -9,9 +9,10 @@ column. Importing the same file again writes nothing.
 Example::
 
     store = Store.open("sqlite:///meterhub.sqlite", upgrade_schema=True)
-    for kind in Kind:          # accounts, meters, cycles, routes: each refers to earlier ones
+    for kind in ("accounts", "meters", "cycles", "routes"):  # each refers to earlier ones
         summary = import_file(store, kind, f"demo/master_data/{kind}.csv")
         print(summary.counts)  # {'accounts': Counts(added=60, changed=0, unchanged=0, ...)}
+    import_file(store, Kind.HISTORY, "history.csv")  # billed reads of past cycles, for the edits
 """
 
 from __future__ import annotations
@@ -57,14 +58,16 @@ def import_file(store: Store, kind: Kind | str, path: Path | str, *, dry_run: bo
     kind = Kind(kind)
     table = read_csv(path, COLUMNS[kind])
     parsed = parse_records(kind, table.records, file=table.file)
+    file, unmapped = table.file, table.problems
+    del table  # its records, the bulk of a large history file, are done with
     with store.begin() as conn:
-        plan = PLANNERS[kind](conn, parsed.rows, file=table.file)
-        problems = [*table.problems, *parsed.problems, *plan.problems]
+        plan = PLANNERS[kind](conn, parsed.rows, file=file)
+        problems = [*unmapped, *parsed.problems, *plan.problems]
         if problems:
             raise ImportRejected(problems)
         if not dry_run:
             plan.write(conn, now or datetime.now(UTC))
-    return ImportSummary(kind, table.file, plan.counts, dry_run)
+    return ImportSummary(kind, file, plan.counts, dry_run)
 
 
 __all__ = [

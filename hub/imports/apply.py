@@ -13,6 +13,10 @@ Installations are history. A ``meter_installations`` row is never deleted,
 and its only change is getting the ``removed_on`` it did not have; periods
 are half-open, ``[installed_on, removed_on)``, so a meter exchanged on day D
 (old removed on D, new installed on D) never overlaps its successor.
+
+Billed-read history (``billing_reads`` with origin ``cis``) is added or
+updated per (cycle, meter) and never deleted by being absent; a billing read
+meterhub's own edits made is never replaced by one.
 """
 
 from __future__ import annotations
@@ -22,14 +26,37 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import combinations
+from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, Table, and_, delete, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 
-from hub.imports.problems import Problem
-from hub.imports.rows import AccountRow, CycleRow, Kind, MeterRow, RouteStopRow
+from hub.imports.problems import ROW, Problem
+from hub.imports.rows import (
+    AccountRow,
+    CycleRow,
+    HistoryRead,
+    HistoryRow,
+    Kind,
+    MeterRow,
+    RouteStopRow,
+    history_reads,
+)
 from hub.store.tables import (
     accounts,
+    billing_reads,
     cycles,
     meter_installations,
     meters,
@@ -339,11 +366,110 @@ def plan_routes(conn: Connection, rows: Sequence[RouteStopRow], *, file: str) ->
     return plan
 
 
+# --- billed-read history ----------------------------------------------------------------------
+
+ORIGIN_CIS = "cis"
+"""``billing_reads.origin`` of a read imported from the CIS (meterhub's edits write ``edits``)."""
+
+
+def plan_history(conn: Connection, rows: Sequence[HistoryRow], *, file: str) -> Plan:
+    """Add the file's billed reads and update changed ones; reads not in the file stay.
+
+    A billed read is the file's rows for one (cycle, meter). Its account is
+    the one the meter's installation served on the read's (UTC) day. Refused:
+    a cycle or meter not in the store, and a billed read that meterhub's own
+    edits made for that cycle and meter.
+    """
+    _lock(conn, billing_reads)
+    plan = Plan()
+    known_cycles = set(_values_where_in(conn, cycles.c.id, {row.cycle_id for row in rows}))
+    known_meters = set(_values_where_in(conn, meters.c.serial, {r.meter_serial for r in rows}))
+    for row in rows:
+        if row.cycle_id not in known_cycles:
+            plan.problems.append(Problem(file, row.line, "cycle_id",
+                                         f"cycle {row.cycle_id} is not in the store; import it "
+                                         "with the cycles file first"))
+        if row.meter_serial not in known_meters:
+            plan.problems.append(Problem(file, row.line, "meter_serial",
+                                         f"meter {row.meter_serial} is not in the store; import "
+                                         "it with the meters file first"))
+
+    reads = history_reads(rows)
+    stored = _billing_reads(conn, reads)
+    installed: dict[str, list[Row[Any]]] = defaultdict(list)
+    for inst in _rows_where_in(conn, meter_installations, meter_installations.c.meter,
+                               {read.meter_serial for read in reads}):
+        installed[inst.meter].append(inst)
+    detail = f"imported from {PurePath(file).name}"
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for read in reads:
+        had = stored.get((read.cycle_id, read.meter_serial))
+        if had is not None and had.origin != ORIGIN_CIS:
+            plan.problems += [Problem(file, line, ROW,
+                                      f"cycle {read.cycle_id} meter {read.meter_serial} was "
+                                      "billed by meterhub's edits; a history import cannot "
+                                      "replace it") for line in read.lines]
+            continue
+        values = {"account": _account_on(installed[read.meter_serial], read.read_at.date()),
+                  "kind": read.read_type, "read_at": read.read_at,
+                  "registers": {name: format_decimal(value)
+                                for name, value in read.registers.items()},
+                  "multiplier": format_decimal(read.multiplier)}
+        key = {"cycle": read.cycle_id, "meter": read.meter_serial}
+        if had is None:
+            new.append({**key, **values, "origin": ORIGIN_CIS, "source": None, "flags": [],
+                        "meter_offset_s": None, "collector": None, "seq": None,
+                        "method": None, "reason": None, "audit_id": None, "detail": detail})
+        elif _differs(had, values):
+            changed.append({**key, **values, "detail": detail})
+    plan.counts[billing_reads.name] = Counts(added=len(new), changed=len(changed),
+                                             unchanged=len(reads) - len(new) - len(changed))
+    plan.steps.append(lambda conn, now: _insert(conn, billing_reads, new, now))
+    plan.steps.append(lambda conn, now: _update(
+        conn, billing_reads, (billing_reads.c.cycle, billing_reads.c.meter), changed, now))
+    return plan
+
+
+def _billing_reads(conn: Connection, reads: Sequence[HistoryRead]
+                   ) -> dict[tuple[str, str], Row[Any]]:
+    """The stored billing reads of the file's (cycle, meter) pairs, by chunks of both."""
+    c = billing_reads.c
+    wanted = {(read.cycle_id, read.meter_serial) for read in reads}
+    found = {}
+    for cycle_chunk in _chunks(cycle for cycle, _ in wanted):
+        for meter_chunk in _chunks(meter for _, meter in wanted):
+            for row in conn.execute(
+                    select(c.cycle, c.meter, c.origin, c.account, c.kind, c.read_at,
+                           c.registers, c.multiplier)
+                    .where(c.meter.in_(meter_chunk), c.cycle.in_(cycle_chunk))):
+                if (row.cycle, row.meter) in wanted:
+                    found[(row.cycle, row.meter)] = row
+    return found
+
+
+def _account_on(installations: Iterable[Row[Any]], day: date) -> str | None:
+    """The account a meter served on ``day``, or ``None``.
+
+    The installation covering ``day`` (``[installed_on, removed_on)``), else
+    the one removed on ``day``: a meter's final read is taken the day it
+    comes off.
+    """
+    removed_that_day = None
+    for inst in installations:
+        if inst.installed_on <= day and (inst.removed_on is None or day < inst.removed_on):
+            return str(inst.account)
+        if inst.removed_on == day:
+            removed_that_day = str(inst.account)
+    return removed_that_day
+
+
 PLANNERS: Mapping[Kind, Callable[..., Plan]] = {
     Kind.ACCOUNTS: plan_accounts,
     Kind.METERS: plan_meters,
     Kind.CYCLES: plan_cycles,
     Kind.ROUTES: plan_routes,
+    Kind.HISTORY: plan_history,
 }
 """The planner of each kind of file: ``planner(conn, rows, file=...)``."""
 
@@ -407,13 +533,26 @@ def _insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
 
 def _update(conn: Connection, table: Table, key: Sequence[Column[Any]],
             rows: Sequence[Mapping[str, Any]], now: datetime | None) -> None:
-    """Update each row found by its ``key`` columns; ``now`` is its ``updated_at``."""
-    for row in rows:
-        key_names = {column.name for column in key}
-        values = {name: value for name, value in row.items() if name not in key_names}
-        if now is not None:
-            values["updated_at"] = now
-        conn.execute(update(table).where(_matches(key, row)).values(values))
+    """Update each row found by its ``key`` columns; ``now`` is its ``updated_at``.
+
+    One statement for all rows (an executemany), so every row names the
+    same columns: the first row's.
+    """
+    if not rows:
+        return
+    key_names = {column.name for column in key}
+    names = [name for name in rows[0] if name not in key_names]
+    if now is not None:
+        names.append("updated_at")
+    # bound names differ from column names: SQLAlchemy reserves those for its own SET parameters
+    statement = (update(table)
+                 .where(and_(*(column == bindparam(f"key_{column.name}", type_=column.type)
+                               for column in key)))
+                 .values({name: bindparam(f"new_{name}", type_=table.c[name].type)
+                          for name in names}))
+    stamp = {} if now is None else {"updated_at": now}
+    conn.execute(statement, [{f"{'key' if name in key_names else 'new'}_{name}": value
+                              for name, value in {**row, **stamp}.items()} for row in rows])
 
 
 def _delete(conn: Connection, table: Table, key: Sequence[Column[Any]],

@@ -1,10 +1,11 @@
-"""The four CIS files, row by row: text fields in, a typed row or the list of what is wrong out.
+"""The CIS files, row by row: text fields in, a typed row or the list of what is wrong out.
 
 Pure functions over plain data, no database: each parser takes one record's
 fields and returns either a frozen row with typed values or every problem of
 that record (not just the first), so a rejected file is fixed in one pass.
 :func:`parse_records` adds what needs the whole file but not the store:
-keys given twice, a meter described two ways, a route given two cycles.
+keys given twice, a meter described two ways, a route given two cycles, the
+rows of one billed read that disagree on its time, type or multiplier.
 What needs the store (references, installation history) is
 :mod:`hub.imports.apply`'s job.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
@@ -25,7 +26,13 @@ from typing import TypeVar
 from hub.imports.csv_file import Record
 from hub.imports.problems import ROW, Problem
 from protocols.read import METER_RE
-from protocols.scalars import ScalarError, format_decimal, parse_decimal
+from protocols.scalars import (
+    ScalarError,
+    format_decimal,
+    format_instant,
+    normalize_instant,
+    parse_decimal,
+)
 
 
 class Kind(StrEnum):
@@ -35,6 +42,8 @@ class Kind(StrEnum):
     METERS = "meters"
     CYCLES = "cycles"
     ROUTES = "routes"
+    HISTORY = "history"
+    """The CIS's billed reads of earlier cycles: the meter edits' history."""
 
 
 COLUMNS: Mapping[Kind, tuple[str, ...]] = {
@@ -46,6 +55,8 @@ COLUMNS: Mapping[Kind, tuple[str, ...]] = {
                   "bill_period_start", "bill_period_end"),
     Kind.ROUTES: ("route_id", "cycle_id", "sequence", "meter_serial", "location_notes",
                   "latitude", "longitude", "hazards"),
+    Kind.HISTORY: ("cycle_id", "meter_serial", "read_at", "read_type", "register", "value",
+                   "multiplier"),
 }
 """Each file's header: exactly these columns, in any order."""
 
@@ -63,12 +74,18 @@ MAX_SEQUENCE = 999_999
 """Walk order bound: far beyond any route, well inside a 32-bit integer column."""
 MAX_TEXT = 500
 """Longest name, address, note or hazard accepted: longer is a broken export, not a note."""
+READ_TYPES = ("actual", "estimated")
+"""How the CIS billed a read: from the meter, or estimated (``billing_reads.kind``)."""
 
 KEY_RE = METER_RE
 """Account, cycle and route ids and meter serials: the shape a read's meter id has."""
 RATE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RATE_OPTION_RE = re.compile(r"[a-z0-9_]{1,64}")
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REGISTER_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""A canonical register name, as reads carry it: ``energy_import_kwh``, ``volume_m3``."""
+_INSTANT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}"
+                         r"(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INT_RE = re.compile(r"[0-9]{1,9}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -140,7 +157,62 @@ class RouteStopRow:
     hazards: str
 
 
-AnyRow = AccountRow | MeterRow | CycleRow | RouteStopRow
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One register of one billed read: history files are long, a row per register."""
+
+    line: int
+    cycle_id: str
+    meter_serial: str
+    read_at: datetime
+    """Aware UTC, to the millisecond."""
+    read_type: str
+    register: str
+    value: Decimal
+    multiplier: Decimal
+
+    @property
+    def read(self) -> tuple[str, str]:
+        """The billed read the row belongs to: (cycle, meter)."""
+        return (self.cycle_id, self.meter_serial)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A billed read of the CIS: a file's rows for one (cycle, meter), put together."""
+
+    line: int
+    """The line of its first row."""
+    lines: tuple[int, ...]
+    cycle_id: str
+    meter_serial: str
+    read_at: datetime
+    read_type: str
+    multiplier: Decimal
+    registers: Mapping[str, Decimal]
+    """Register name → value, in name order."""
+
+
+def history_reads(rows: Iterable[HistoryRow]) -> list[HistoryRead]:
+    """The billed reads of a history file's rows, in the order they first appear.
+
+    Each read takes its time, type and multiplier from its first row:
+    :func:`parse_records` has already refused rows that disagree.
+    """
+    grouped: dict[tuple[str, str], list[HistoryRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.read, []).append(row)
+    reads = []
+    for group in grouped.values():
+        first = group[0]
+        registers = {row.register: row.value for row in sorted(group, key=lambda r: r.register)}
+        reads.append(HistoryRead(first.line, tuple(row.line for row in group), first.cycle_id,
+                                 first.meter_serial, first.read_at, first.read_type,
+                                 first.multiplier, registers))
+    return reads
+
+
+AnyRow = AccountRow | MeterRow | CycleRow | RouteStopRow | HistoryRow
 RowT = TypeVar("RowT", bound=AnyRow)
 
 
@@ -194,6 +266,31 @@ class _Fields:
             return date.fromisoformat(value)
         except ValueError:
             self.problem(column, f"{value} is not a calendar date")
+            return None
+
+    def instant(self, column: str) -> datetime | None:
+        """An ISO 8601 instant with its zone (``Z`` or an offset), as aware UTC."""
+        value = self.text(column, max_len=40)
+        if value is None:
+            return None
+        match = _INSTANT_RE.fullmatch(value)
+        if match is None:
+            if _DATE_RE.fullmatch(value):
+                self.problem(column, f"{value} is a date without a time; write when the meter "
+                                     f"was read, with its zone: {value}T09:12:00Z (UTC) or "
+                                     f"{value}T11:12:00+02:00")
+            else:
+                self.problem(column, f"{_show(value)} is not an instant like "
+                                     "2026-10-03T09:12:00Z or 2026-10-03T11:12:00+02:00")
+            return None
+        if match["zone"] is None:
+            self.problem(column, f"{value} has no time zone; add Z for UTC or the offset it "
+                                 f"was written in: {value}Z or {value}+02:00")
+            return None
+        try:
+            return normalize_instant(datetime.fromisoformat(value))
+        except (ValueError, OverflowError):  # 2026-02-30, 25:00, +24:00, beyond year 1..9999
+            self.problem(column, f"{value} is not a calendar instant")
             return None
 
     def integer(self, column: str, low: int, high: int) -> int | None:
@@ -329,6 +426,29 @@ def parse_route_stop(fields: Mapping[str, str], *, file: str, line: int
                         hazards)
 
 
+def parse_history(fields: Mapping[str, str], *, file: str, line: int
+                  ) -> HistoryRow | list[Problem]:
+    """A ``history.csv`` record (one register of a billed read), or its problems."""
+    f = _Fields(fields, file=file, line=line)
+    cycle_id, serial = f.key("cycle_id"), f.key("meter_serial")
+    read_at = f.instant("read_at")
+    read_type = f.choice("read_type", READ_TYPES)
+    register = f.text("register", max_len=64, pattern=REGISTER_RE,
+                      shape="a register name (a-z, 0-9 and _, starting with a letter; at most "
+                            "64), like energy_import_kwh")
+    value = f.decimal("value", max_len=40)
+    if value is not None and value < 0:
+        f.problem("value", f"{format_decimal(value)} is below 0; a register never is")
+    multiplier = f.decimal("multiplier", max_len=32)
+    if multiplier is not None and multiplier <= 0:
+        f.problem("multiplier", f"{format_decimal(multiplier)} is not above 0")
+    if f.problems:
+        return f.problems
+    assert cycle_id and serial and read_at and read_type and register
+    assert value is not None and multiplier is not None
+    return HistoryRow(line, cycle_id, serial, read_at, read_type, register, value, multiplier)
+
+
 def _coordinate(f: _Fields, column: str, bound: int) -> Decimal | None:
     value = f.decimal(column, required=False, max_len=16)
     if value is not None and not -bound <= value <= bound:
@@ -342,6 +462,7 @@ PARSERS: Mapping[Kind, Callable[..., AnyRow | list[Problem]]] = {
     Kind.METERS: parse_meter,
     Kind.CYCLES: parse_cycle,
     Kind.ROUTES: parse_route_stop,
+    Kind.HISTORY: parse_history,
 }
 
 
@@ -437,11 +558,49 @@ def _routes_in_file(rows: Sequence[RouteStopRow], file: str
     return consistent, problems
 
 
+def _history_in_file(rows: Sequence[HistoryRow], file: str
+                     ) -> tuple[list[HistoryRow], list[Problem]]:
+    """A register once per billed read, and one time, type and multiplier per billed read."""
+    kept, problems = _first_of_each(
+        rows, lambda r: (*r.read, r.register), file,
+        lambda r: f"register {r.register} of cycle {r.cycle_id} meter {r.meter_serial}")
+    first_of: dict[tuple[str, str], HistoryRow] = {}
+    consistent = []
+    for row in kept:
+        first = first_of.setdefault(row.read, row)
+        if _read_facts(row) == _read_facts(first):
+            consistent.append(row)
+            continue
+        for column, here, there in zip(_READ_FACTS, _read_facts(row), _read_facts(first),
+                                       strict=True):
+            if here != there:
+                problems.append(Problem(
+                    file, row.line, column,
+                    f"{_fact(here)} here but {_fact(there)} on line {first.line}; the rows "
+                    f"of cycle {row.cycle_id} meter {row.meter_serial} are one billed read and "
+                    "agree on read_at, read_type and multiplier"))
+    return consistent, problems
+
+
+_READ_FACTS = ("read_at", "read_type", "multiplier")
+"""What every row of a billed read repeats."""
+
+
+def _read_facts(row: HistoryRow) -> tuple[datetime, str, str]:
+    """A row's :data:`_READ_FACTS` as they are stored: the instant in UTC, the decimal's text."""
+    return (row.read_at, row.read_type, format_decimal(row.multiplier))
+
+
+def _fact(value: datetime | str) -> str:
+    return format_instant(value) if isinstance(value, datetime) else value
+
+
 _FILE_CHECKS: Mapping[Kind, Callable[..., tuple[list[AnyRow], list[Problem]]]] = {
     Kind.ACCOUNTS: _accounts_in_file,
     Kind.METERS: _meters_in_file,
     Kind.CYCLES: _cycles_in_file,
     Kind.ROUTES: _routes_in_file,
+    Kind.HISTORY: _history_in_file,
 }
 
 
