@@ -7,6 +7,7 @@ smallest step beyond it is a finding.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -480,6 +481,14 @@ def test_two_estimates_in_a_row_pass_and_a_third_blocks():
     assert finding is not None and finding.blocking
     assert finding.message.startswith("This is the 3rd estimated read in a row; the rule set "
                                       "allows 2")
+
+
+def test_an_operators_estimate_past_the_limit_is_their_audited_decision():
+    estimated = ReadKind.ESTIMATED
+    decided = replace(read(NOW, 1900, kind=estimated, signed=False), audit_id=41,
+                      reason="road closed until spring")
+    two_before = past(1000, 1300, 1600, kinds=(ReadKind.ACTUAL, estimated, estimated))
+    assert found(edit(decided, two_before), "consecutive_estimates") is None
 
 
 def test_an_actual_read_ends_a_run_of_estimates():

@@ -301,6 +301,7 @@ def test_too_many_estimates_in_a_row_hold_the_account_until_an_operator_decides(
     assert billing(store, "E-EST").kind == "estimated"
     with store.connect() as conn:
         assert held_accounts(conn, "C1") == []
+    assert edits(store).held == []  # the decision stands when the edits run again
 
 
 def test_the_audit_log_refuses_updates_and_deletes_in_the_database(store, cycle):

@@ -634,8 +634,12 @@ def demand_over_capacity(item: EditInput, ctx: Context, config: RuleConfig) -> F
 
 
 def consecutive_estimates(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:
-    """An estimate that makes more estimates in a row than ``estimation.max_consecutive``."""
-    if item.read.kind is not ReadKind.ESTIMATED:
+    """An estimate that makes more estimates in a row than ``estimation.max_consecutive``.
+
+    An operator's estimate (it cites its audit record) passes: going past the
+    limit was that operator's decision, with its reason on record.
+    """
+    if item.read.kind is not ReadKind.ESTIMATED or item.read.audit_id is not None:
         return None
     run = ctx.trailing_estimates() + 1
     limit = ctx.plan.max_consecutive
