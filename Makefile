@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.backlog
 	$(BIN)/python -m bench.reconcile
+	$(BIN)/python -m bench.edits
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
