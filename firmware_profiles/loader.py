@@ -56,6 +56,7 @@ from protocols.channels import (
     SerialSettings,
 )
 from protocols.read import OBIS_RE, REGISTER_RE
+from protocols.strict_yaml import describe_yaml_error, load_yaml
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -122,9 +123,9 @@ def parse_source(text: str, path: Path) -> ProfileSource:
     path = Path(path)
     source = ProfileSource(path, path.stem)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        source.problems.append(("(syntax)", _yaml_problem(exc)))
+        source.problems.append(("(syntax)", describe_yaml_error(exc)))
         return source
     except RecursionError:
         source.problems.append(("(syntax)", "nested too deeply"))
@@ -144,14 +145,6 @@ def parse_source(text: str, path: Path) -> ProfileSource:
     return source
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None and problem:
-        context = getattr(exc, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        return f"line {mark.line + 1}, column {mark.column + 1}: {detail}"
-    return " ".join(str(exc).split())
 
 
 def _validate_header(data: dict[Any, Any]) -> tuple[HeaderSpec, Problems]:

@@ -113,7 +113,7 @@ def test_high_usage_just_above_twice_the_average_is_a_warning_with_its_figures()
     assert finding.message.startswith("Used 600.001 kWh in 30.0 days (20.0 kWh/day), 2.000003×"
                                       " the average of 10.0 kWh/day over the last 6 cycles "
                                       "(limit 2.0×)")
-    assert "300 kWh above the average, limit 200 kWh" in finding.message
+    assert "300 kWh above it, limit 200 kWh" in finding.message
 
 
 def test_high_usage_within_the_absolute_floor_passes():
@@ -155,7 +155,7 @@ def test_low_usage_just_below_half_the_average_is_a_warning_with_its_figures():
     assert finding is not None and finding.severity is Severity.WARNING
     assert "Used 299.999 kWh in 30.0 days (10.0 kWh/day)" in finding.message
     assert "the average of 20.0 kWh/day over the last 6 cycles (limit 0.5×)" in finding.message
-    assert "300 kWh below the average, limit 200 kWh" in finding.message
+    assert "300 kWh below it, limit 200 kWh" in finding.message
 
 
 def test_low_usage_within_the_absolute_floor_passes():

@@ -365,6 +365,14 @@ def test_a_yaml_syntax_error_names_the_line(tmp_path):
     assert len(problems) == 1
 
 
+def test_a_channel_listed_twice_is_refused_not_silently_dropped(tmp_path):
+    text = ("id: acme-m1\nchannels:\n  energy_import_kwh: {address: 0}\n"
+            "  energy_import_kwh: {address: 2}\n")
+    problems = problems_of(write(tmp_path, "acme-m1", text))
+    assert problems == [("(syntax)", "line 4, column 3: found duplicate key "
+                                     "'energy_import_kwh' (while constructing a mapping)")]
+
+
 @pytest.mark.parametrize(("text", "why"), [
     ("", "not an empty file"),
     ("- a\n- b\n", "not a list"),

@@ -294,102 +294,90 @@ Rule = Callable[[EditInput, Context, RuleConfig], Finding | None]
 
 def high_usage(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:
     """Use per day > ADU × factor and use − ADU × days > min_excess; active accounts only."""
-    used = ctx.used
-    if used is None or used < ZERO or not ctx.active:
+    if ctx.used is None or ctx.used < ZERO or not ctx.active:
         return None
-    params = config.params
-    average, average_us, count = ctx.average(params["cycles"])
-    if count < params["min_cycles"] or average_us <= 0:
+    average, average_us, count = ctx.average(config.params["cycles"])
+    if count < config.params["min_cycles"] or average_us <= 0:
         return None
-    us = ctx.us
-    factor = params["factor"]
-    if used * average_us <= average * factor * us:
-        return None
-    limit = params["min_excess"]
-    if (used - limit) * average_us <= average * us:
-        return None
-    expected = average * us / average_us
-    return Finding("high_usage", config.severity, (
-        f"{_used(ctx)}, {_times(used * average_us, average * us, factor)} the average of "
-        f"{_per_day(average, average_us, ctx.unit)} over the last {_cycles(count)} "
-        f"(limit {_factor(factor)}×): {_about(used - expected)} {ctx.unit} above the average, "
-        f"limit {_qty(limit)} {ctx.unit}."), ctx.total)
+    return _above("high_usage", ctx, config, average, average_us,
+                  f"the average of {_per_day(average, average_us, ctx.unit)} over the last "
+                  f"{_cycles(count)}")
 
 
 def low_usage(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:
     """Use per day < ADU × factor and ADU × days − use > min_shortfall; zero use is left out."""
-    used = ctx.used
-    if used is None or used <= ZERO or not ctx.active:
+    if ctx.used is None or ctx.used <= ZERO or not ctx.active:
         return None
-    params = config.params
-    average, average_us, count = ctx.average(params["cycles"])
-    if count < params["min_cycles"] or average_us <= 0:
+    average, average_us, count = ctx.average(config.params["cycles"])
+    if count < config.params["min_cycles"] or average_us <= 0:
         return None
-    us = ctx.us
-    factor = params["factor"]
-    if used * average_us >= average * factor * us:
-        return None
-    limit = params["min_shortfall"]
-    if average * us <= (used + limit) * average_us:
-        return None
-    expected = average * us / average_us
-    return Finding("low_usage", config.severity, (
-        f"{_used(ctx)}, {_times(used * average_us, average * us, factor)} the average of "
-        f"{_per_day(average, average_us, ctx.unit)} over the last {_cycles(count)} "
-        f"(limit {_factor(factor)}×): {_about(expected - used)} {ctx.unit} below the average, "
-        f"limit {_qty(limit)} {ctx.unit}."), ctx.total)
+    return _below("low_usage", ctx, config, average, average_us,
+                  f"the average of {_per_day(average, average_us, ctx.unit)} over the last "
+                  f"{_cycles(count)}")
 
 
 def high_usage_last_year(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:
     """As :func:`high_usage`, against last year's use per day over the same period."""
-    used = ctx.used
-    if used is None or used < ZERO or not ctx.active:
+    if ctx.used is None or ctx.used < ZERO or not ctx.active:
         return None
     found = ctx.last_year()
     if found is None:
         return None
     before, before_us, first, last = found
-    params = config.params
-    us = ctx.us
-    factor = params["factor"]
-    if used * before_us <= before * factor * us:
-        return None
-    limit = params["min_excess"]
-    if (used - limit) * before_us <= before * us:
-        return None
-    expected = before * us / before_us
-    return Finding("high_usage_last_year", config.severity, (
-        f"{_used(ctx)}, {_times(used * before_us, before * us, factor)} last year's "
-        f"{_per_day(before, before_us, ctx.unit)} over the same period "
-        f"({_day(first.read_at, item.cycle)} to {_day(last.read_at, item.cycle)}) "
-        f"(limit {_factor(factor)}×): {_about(used - expected)} {ctx.unit} above it, "
-        f"limit {_qty(limit)} {ctx.unit}."), ctx.total)
+    return _above("high_usage_last_year", ctx, config, before, before_us,
+                  _last_year(before, before_us, first, last, item.cycle, ctx.unit))
 
 
 def low_usage_last_year(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:
     """As :func:`low_usage`, against last year's use per day over the same period."""
-    used = ctx.used
-    if used is None or used <= ZERO or not ctx.active:
+    if ctx.used is None or ctx.used <= ZERO or not ctx.active:
         return None
     found = ctx.last_year()
     if found is None:
         return None
     before, before_us, first, last = found
-    params = config.params
-    us = ctx.us
+    return _below("low_usage_last_year", ctx, config, before, before_us,
+                  _last_year(before, before_us, first, last, item.cycle, ctx.unit))
+
+
+def _above(rule: str, ctx: Context, config: RuleConfig, reference: Decimal,
+           reference_us: int, against: str) -> Finding | None:
+    """Use per day above ``reference`` per day × factor, by more than ``min_excess`` in all."""
+    used, us, params = ctx.used or ZERO, ctx.us, config.params
     factor = params["factor"]
-    if used * before_us >= before * factor * us:
+    if used * reference_us <= reference * factor * us:
+        return None
+    limit = params["min_excess"]
+    if (used - limit) * reference_us <= reference * us:
+        return None
+    expected = reference * us / reference_us
+    return Finding(rule, config.severity, (
+        f"{_used(ctx)}, {_times(used * reference_us, reference * us, factor)} {against} "
+        f"(limit {_factor(factor)}×): {_about(used - expected)} {ctx.unit} above it, "
+        f"limit {_qty(limit)} {ctx.unit}."), ctx.total)
+
+
+def _below(rule: str, ctx: Context, config: RuleConfig, reference: Decimal,
+           reference_us: int, against: str) -> Finding | None:
+    """Use per day below ``reference`` per day × factor, by more than ``min_shortfall``."""
+    used, us, params = ctx.used or ZERO, ctx.us, config.params
+    factor = params["factor"]
+    if used * reference_us >= reference * factor * us:
         return None
     limit = params["min_shortfall"]
-    if before * us <= (used + limit) * before_us:
+    if reference * us <= (used + limit) * reference_us:
         return None
-    expected = before * us / before_us
-    return Finding("low_usage_last_year", config.severity, (
-        f"{_used(ctx)}, {_times(used * before_us, before * us, factor)} last year's "
-        f"{_per_day(before, before_us, ctx.unit)} over the same period "
-        f"({_day(first.read_at, item.cycle)} to {_day(last.read_at, item.cycle)}) "
+    expected = reference * us / reference_us
+    return Finding(rule, config.severity, (
+        f"{_used(ctx)}, {_times(used * reference_us, reference * us, factor)} {against} "
         f"(limit {_factor(factor)}×): {_about(expected - used)} {ctx.unit} below it, "
         f"limit {_qty(limit)} {ctx.unit}."), ctx.total)
+
+
+def _last_year(before: Decimal, before_us: int, first: MeterRead, last: MeterRead,
+               cycle: Cycle, unit: str) -> str:
+    return (f"last year's {_per_day(before, before_us, unit)} over the same period "
+            f"({_day(first.read_at, cycle)} to {_day(last.read_at, cycle)})")
 
 
 def spike(item: EditInput, ctx: Context, config: RuleConfig) -> Finding | None:

@@ -76,6 +76,7 @@ from pydantic import (
 from hub.edits.model import EstimationMethod, EstimationSettings, MeterFacts, Severity
 from hub.edits.usage import is_cumulative
 from protocols.read import REGISTER_RE
+from protocols.strict_yaml import describe_yaml_error, load_yaml
 
 DEFAULT_CLASS = "default"
 """The class of a meter whose size the rule set does not name: the service's own thresholds."""
@@ -294,9 +295,9 @@ def default_rule_set() -> RuleSet:
 def parse_rule_set(text: str, source: str) -> RuleSet:
     """Validate rule set ``text``; ``source`` names it in errors (a path, or ``default``)."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise RuleSetError(source, "(syntax)", _yaml_problem(exc)) from None
+        raise RuleSetError(source, "(syntax)", describe_yaml_error(exc)) from None
     except RecursionError:
         raise RuleSetError(source, "(syntax)", "nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as exc:
@@ -577,39 +578,3 @@ def _configs(entries: Mapping[str, Mapping[str, Any]], source: str,
         built[name] = RuleConfig(name, entry["enabled"], Severity(entry["severity"]),
                                  MappingProxyType(dict(params)))
     return MappingProxyType(built)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key written twice in one mapping is an error."""
-
-
-def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode,
-                    deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # unhashable: the safe loader reports it below
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark,
-                f"found duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None and problem:
-        context = getattr(exc, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        return f"line {mark.line + 1}, column {mark.column + 1}: {detail}"
-    return " ".join(str(exc).split())

@@ -180,12 +180,7 @@ def plan_meters(conn: Connection, rows: Sequence[MeterRow], *, file: str) -> Pla
     """
     _lock(conn, meters, meter_installations)
     plan = Plan()
-    known_accounts = set(_values_where_in(conn, accounts.c.id, {r.account_id for r in rows}))
-    for row in rows:
-        if row.account_id not in known_accounts:
-            plan.problems.append(Problem(file, row.line, "account_id",
-                                         f"account {row.account_id} is not in the store; "
-                                         "import it with the accounts file first"))
+    plan.problems += _unknown(conn, rows, file, "account_id", accounts.c.id, "accounts")
     described = {row.meter_serial: row for row in reversed(rows)}  # first row of each meter
     _upsert(plan, conn, meters, meters.c.serial,
             {serial: row.attributes for serial, row in described.items()})
@@ -307,17 +302,8 @@ def plan_routes(conn: Connection, rows: Sequence[RouteStopRow], *, file: str) ->
     """
     _lock(conn, routes, route_stops)
     plan = Plan()
-    known_cycles = set(_values_where_in(conn, cycles.c.id, {row.cycle_id for row in rows}))
-    known_meters = set(_values_where_in(conn, meters.c.serial, {r.meter_serial for r in rows}))
-    for row in rows:
-        if row.cycle_id not in known_cycles:
-            plan.problems.append(Problem(file, row.line, "cycle_id",
-                                         f"cycle {row.cycle_id} is not in the store; import it "
-                                         "with the cycles file first"))
-        if row.meter_serial not in known_meters:
-            plan.problems.append(Problem(file, row.line, "meter_serial",
-                                         f"meter {row.meter_serial} is not in the store; import "
-                                         "it with the meters file first"))
+    plan.problems += _unknown(conn, rows, file, "cycle_id", cycles.c.id, "cycles")
+    plan.problems += _unknown(conn, rows, file, "meter_serial", meters.c.serial, "meters")
 
     wanted: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     cycle_of: dict[str, str] = {}
@@ -382,17 +368,8 @@ def plan_history(conn: Connection, rows: Sequence[HistoryRow], *, file: str) -> 
     """
     _lock(conn, billing_reads)
     plan = Plan()
-    known_cycles = set(_values_where_in(conn, cycles.c.id, {row.cycle_id for row in rows}))
-    known_meters = set(_values_where_in(conn, meters.c.serial, {r.meter_serial for r in rows}))
-    for row in rows:
-        if row.cycle_id not in known_cycles:
-            plan.problems.append(Problem(file, row.line, "cycle_id",
-                                         f"cycle {row.cycle_id} is not in the store; import it "
-                                         "with the cycles file first"))
-        if row.meter_serial not in known_meters:
-            plan.problems.append(Problem(file, row.line, "meter_serial",
-                                         f"meter {row.meter_serial} is not in the store; import "
-                                         "it with the meters file first"))
+    plan.problems += _unknown(conn, rows, file, "cycle_id", cycles.c.id, "cycles")
+    plan.problems += _unknown(conn, rows, file, "meter_serial", meters.c.serial, "meters")
 
     reads = history_reads(rows)
     stored = _billing_reads(conn, reads)
@@ -475,6 +452,21 @@ PLANNERS: Mapping[Kind, Callable[..., Plan]] = {
 
 
 # --- reading and writing --------------------------------------------------------------------
+
+
+def _unknown(conn: Connection, rows: Sequence[Any], file: str, column: str,
+             key: Column[Any], kind: str) -> list[Problem]:
+    """A problem for each row whose ``column`` names nothing in ``key``'s table yet.
+
+    ``kind`` is the file that would bring it (``cycles``, ``meters``, ``accounts``).
+    """
+    named = {getattr(row, column) for row in rows}
+    known = set(_values_where_in(conn, key, named))
+    what = column.removesuffix("_id").removesuffix("_serial")
+    return [Problem(file, row.line, column,
+                    f"{what} {getattr(row, column)} is not in the store; import it with the "
+                    f"{kind} file first")
+            for row in rows if getattr(row, column) not in known]
 
 
 def _lock(conn: Connection, *tables: Table) -> None:
