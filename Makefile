@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backlog
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.edits
+	$(BIN)/python -m bench.edits_cycle
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,6 +29,7 @@ from hub import broker_options as options
 from hub.collectors_cli import open_store
 from hub.edits.ruleset import RuleSet, RuleSetError, default_rule_set, load_rule_set
 from hub.edits.store import EditsRun, run_edits
+from hub.gc_tuning import tune_garbage_collector
 from hub.reconcile import Reconciliation, Status
 from hub.reconcile_store import UnknownCycle, reconcile_cycle
 from hub.reread_store import PublishError, build_from_store, publish_route
@@ -151,6 +152,7 @@ def edits_command(
     from hub.exceptions_cli import print_held  # noqa: PLC0415 - that module imports this one
 
     rule_set = load_rules(rules)
+    tune_garbage_collector()
     with open_store(ctx) as store:
         try:
             with store.begin() as conn:

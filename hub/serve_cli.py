@@ -7,7 +7,6 @@ ever from a 0600 file or a variable, never an option (``ps`` shows options).
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -25,6 +24,7 @@ from hub.broker_config import (
     write_broker_config,
 )
 from hub.collectors_cli import broker_password, open_store, save_password
+from hub.gc_tuning import tune_garbage_collector
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
 from protocols.broker_settings import BrokerCredentialError
@@ -73,22 +73,6 @@ def serve(
         err.print(f"meterhub serve: store {store}, broker {broker.host}:{broker.effective_port}")
         tune_garbage_collector()
         worker.run(stop)
-
-
-def tune_garbage_collector() -> None:
-    """Collect young objects every 50 000 allocations instead of 700.
-
-    A batch of 1000 reads allocates tens of thousands of objects (rows,
-    dicts, strings) that all live until the batch commits; with CPython's
-    default threshold the collector runs dozens of times per batch and
-    re-examines them each time, which doubled the cost of parsing a read
-    (8.6 against 17 µs, measured). Objects made at start-up are frozen out
-    of collection altogether. Memory stays bounded: the batch is freed as a
-    whole after its commit.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def broker_config(

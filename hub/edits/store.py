@@ -55,6 +55,8 @@ CLEARED = "cleared"
 EDITS_ORIGIN = "edits"
 MAX_HISTORY = 26
 """Billing reads of earlier cycles kept per meter: two years of monthly bills."""
+HISTORY_DAYS = 2 * 366 + 31
+"""How far back history is fetched: two years, and the month the first of them closed."""
 LATER_DAYS = 62
 """How far after the window a good read still helps interpolate an estimate."""
 COMPARED = ("account", "kind", "read_at", "registers", "multiplier", "source", "flags",
@@ -158,14 +160,24 @@ def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | 
                  ) -> dict[str, list[MeterRead]]:
     """Each meter's billing reads of earlier cycles, oldest first, the last two years' worth.
 
-    All the cycle's meters, or only ``meter``.
+    All the cycle's meters, or only ``meter``. Only what the rules and the
+    estimator read of a history is fetched: a 100 000-meter cycle brings a
+    million and more history rows, and each column costs.
     """
-    query = select(billing_reads).where(
-        (billing_reads.c.cycle != cycle.id) & (billing_reads.c.read_at < before))
-    query = _for_meters(query, billing_reads.c.meter, cycle, meter)
+    columns = billing_reads.c
+    query = select(columns.meter, columns.read_at, columns.registers, columns.kind,
+                   columns.multiplier, columns.cycle, columns.method, columns.audit_id).where(
+        (columns.cycle != cycle.id) & (columns.read_at < before)
+        & (columns.read_at >= before - timedelta(days=HISTORY_DAYS)))
+    query = _for_meters(query, columns.meter, cycle, meter)
     history: dict[str, list[MeterRead]] = defaultdict(list)
-    for row in conn.execute(query.order_by(billing_reads.c.meter, billing_reads.c.read_at)):
-        history[row.meter].append(read_from_row(row))
+    kinds = {kind.value: kind for kind in ReadKind}
+    methods = {method.value: method for method in EstimationMethod}
+    for row in conn.execute(query.order_by(columns.meter, columns.read_at)).all():
+        history[row[0]].append(MeterRead(
+            row[1], {name: Decimal(value) for name, value in row[2].items()}, kinds[row[3]],
+            method=methods[row[6]] if row[6] else None, audit_id=row[7],
+            multiplier=Decimal(row[4]), cycle=row[5]))
     return {meter: reads[-MAX_HISTORY:] for meter, reads in history.items()}
 
 
