@@ -167,8 +167,7 @@ def edits_command(
 
 
 def edits_table(run: EditsRun) -> Table:
-    table = Table(title=f"cycle {run.cycle}: edits over {run.meters} meters "
-                        f"(rule set {run.rule_set})")
+    table = Table(title=f"cycle {run.cycle}: {run.meters} meters, rule set {run.rule_set}")
     for column in ("rule", "severity", "findings"):
         table.add_column(column, justify="right" if column == "findings" else "left")
     order = {"blocking": 0, "warning": 1, "info": 2}
