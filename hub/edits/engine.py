@@ -17,7 +17,9 @@ bill will use and runs the rules over it, as a pure function over plain data
    there is nothing to estimate from (``no_estimate``) — all three hold the
    account out of billing until someone acts.
 
-Every rule of the rule set then runs over the billing read and its history.
+Every rule of the rule set then runs over the billing read and its history,
+as :func:`~hub.edits.rules_view.rules_view` shows them (kilo-units, a total
+for a meter with only tariff registers).
 
 Example::
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from hub.edits.estimate import CannotEstimate, EstimationLimit, estimate
 from hub.edits.model import EditInput, Finding, MeterFacts, MeterRead, ReadKind, Severity
 from hub.edits.rules import run_rules
+from hub.edits.rules_view import rules_view
 from hub.edits.ruleset import RuleSet
 from hub.reconcile import Cycle, Status
 
@@ -76,8 +79,10 @@ def evaluate(case: MeterCase, rule_set: RuleSet) -> MeterOutcome:
     """The billing read of ``case`` and every finding on it."""
     chosen, detail, findings = _billing_read(case, rule_set)
     if chosen is not None:
-        findings = (*findings, *run_rules(
-            EditInput(case.cycle, case.meter, chosen, case.history), rule_set))
+        registers = rule_set.registers(case.meter.service)
+        seen = EditInput(case.cycle, case.meter, rules_view(chosen, registers),
+                         tuple(rules_view(read, registers) for read in case.history))
+        findings = (*findings, *run_rules(seen, rule_set))
     return MeterOutcome(case.meter.serial, chosen, detail, tuple(findings))
 
 
