@@ -13,6 +13,7 @@ from rich.table import Table
 from hub.collectors_cli import collectors_app
 from hub.cycle_cli import cycle_app
 from hub.exceptions_cli import audit_command, exceptions_app
+from hub.export_cli import export_app
 from hub.import_cli import import_app
 from hub.serve_cli import broker_config, serve
 from hub.store.engine import DEFAULT_URL
@@ -61,6 +62,7 @@ app.add_typer(reads_app, name="reads")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(import_app, name="import")
 app.add_typer(exceptions_app, name="exceptions")
+app.add_typer(export_app, name="export")
 app.command("audit")(audit_command)
 app.command("serve")(serve)
 app.command("broker-config")(broker_config)

@@ -37,6 +37,14 @@ Meter edits (``meterhub cycle edits``, ``meterhub exceptions``):
   triggers that refuse UPDATE and DELETE, on SQLite and PostgreSQL alike.
 - ``rejected_reads``: reads an operator rejected for a cycle; they are
   never chosen as that cycle's billing read again (the read itself stays).
+
+Bills (``meterhub cycle bill``):
+
+- ``bills``: one per account and cycle — its rate, bill period, total, and
+  the determinants it was computed from, each naming the billing reads
+  (collector, seq, signature) it came from;
+- ``bill_lines``: the bill's lines in order, each naming the determinant it
+  priced and the rate version it used.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from sqlalchemy import (
     Column,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -268,4 +277,33 @@ rejected_reads = Table(
     Column("rejected_at", UtcDateTime, nullable=False),
     Column("audit_id", BigInteger, nullable=False),
     Index("ix_rejected_reads_cycle", "cycle", "meter"),
+)
+
+bills = Table(
+    "bills", metadata,
+    Column("cycle", String(64), ForeignKey("cycles.id"), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id"), primary_key=True),
+    Column("rate_code", String(64), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("total", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("determinants", JSON, nullable=False),
+    Column("computed_at", UtcDateTime, nullable=False),
+)
+
+bill_lines = Table(
+    "bill_lines", metadata,
+    Column("cycle", String(64), primary_key=True),
+    Column("account", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("code", String(96), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("quantity", String(32), nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("price", String(32)),
+    Column("amount", String(32), nullable=False),
+    Column("determinant", String(64)),
+    Column("version", Date, nullable=False),
+    ForeignKeyConstraint(["cycle", "account"], ["bills.cycle", "bills.account"]),
 )
