@@ -77,6 +77,8 @@ SIMULATOR_FAULTS = {"spike": Fault.SPIKE, "tamper": Fault.TAMPER}
 HISTORY_SHAPES = {"stuck": HistoryShape(flat_last=2), "zero": HistoryShape(flat_last=1),
                   "backward": HistoryShape(above_start_days=20)}
 TAMPER_FLAGS = {0: "tamper_terminal_cover"}
+UNITS = {"demand_kw": "kW"}
+"""Registers in another unit than the meter's energy (the rest are kWh or m3)."""
 PAST_CYCLES = monthly_cycles(date(2025, 11, 3), 12)
 SCHEDULED = datetime(2026, 11, 3, tzinfo=UTC)
 """Cycle C2026-11's scheduled read date (demo/master_data/cycles.csv), at midnight UTC."""
@@ -127,9 +129,9 @@ def poll(meter: Faceplate, at: datetime) -> Reading:
     offset = Decimal((meter_time - at).total_seconds()).quantize(Decimal("0.001"))
     spec = meter.spec
     total = spec.total_register
-    names = [total, f"{total}_t1", f"{total}_t2"] if spec.tou else [total]
+    names = [total, f"{total}_t1", f"{total}_t2", "demand_kw"] if spec.tou else [total]
     obis = {"energy_import_kwh": "1.8.0", "energy_import_kwh_t1": "1.8.1",
-            "energy_import_kwh_t2": "1.8.2"}
+            "energy_import_kwh_t2": "1.8.2", "demand_kw": "1.6.0"}
     flags = tuple(TAMPER_FLAGS.values()) if meter.status_word(TAMPER_FLAGS) else ()
     return Reading(
         meter=spec.serial,
@@ -137,7 +139,8 @@ def poll(meter: Faceplate, at: datetime) -> Reading:
         collected_at=at,
         clock=ClockQuality(ntp_synced=True, meter_offset_s=offset),
         source=Source.AMI,
-        values={name: RegisterValue(meter.value(name, spec.unit, at), spec.unit, obis.get(name))
+        values={name: RegisterValue(meter.value(name, UNITS.get(name, spec.unit), at),
+                                    UNITS.get(name, spec.unit), obis.get(name))
                 for name in names},
         flags=flags,
     )
@@ -202,15 +205,15 @@ def forge_one_digit(batch: dict) -> tuple[int, str, str]:
     """Raise the hundreds digit of the first register of some read, in place."""
     for entry in batch["reads"]:
         read = json.loads(entry["b"])
-        name, register = next(iter(read["values"].items()))
-        value = register["value"]
-        point = value.index(".")
-        if point < 3:
-            continue
-        digit = point - 3
-        forged = value[:digit] + str((int(value[digit]) + 1) % 10) + value[digit + 1:]
-        entry["b"] = entry["b"].replace(f'"value":"{value}"', f'"value":"{forged}"', 1)
-        return read["seq"], f"{name}={value}", forged
+        for name, register in read["values"].items():
+            value = register["value"]
+            point = value.index(".")
+            if point < 3:
+                continue
+            digit = point - 3
+            forged = value[:digit] + str((int(value[digit]) + 1) % 10) + value[digit + 1:]
+            entry["b"] = entry["b"].replace(f'"value":"{value}"', f'"value":"{forged}"', 1)
+            return read["seq"], f"{name}={value}", forged
     raise SystemExit("no read with a register of three integer digits to forge")
 
 
@@ -367,10 +370,33 @@ DECISIONS = {
                                               "exchange ordered (work order 4471)"),
     ("zero", "zero_consumption"): ("accept", "customer abroad since September, confirmed "
                                              "by phone"),
-    ("backward", "negative_consumption"): ("override", "technician's photo of the dial; the "
-                                                       "October bill was keyed wrong"),
+    ("backward", "negative_consumption"): ("override", "misread: the technician's photo of "
+                                                       "the dial shows 412 kWh used"),
 }
 """What the billing office decides for each fault's main finding (the demo's operator)."""
+
+
+def step_bill(work: Path) -> dict[str, str]:
+    """The bills, and the cycle file the CIS gets, signed by the hub and checked."""
+    console.rule("9. Bills and the CIS cycle file")
+    db = f"sqlite:///{work / 'hub.sqlite'}"
+    sh("meterhub", "keys", "generate", "--key", "hub.key", cwd=work)
+    sh("meterhub", "keys", "export-public", "--key", "hub.key", "--out", "hub.pub", cwd=work)
+    billed = sh("meterhub", "--db", db, "cycle", "bill", "C2026-11", cwd=work)
+    export = ("meterhub", "--db", db, "cycle", "export", "C2026-11", "--key", "hub.key",
+              "--out", "cis")
+    sh(*export, cwd=work)
+    sh("meterhub", "export", "verify", "cis/C2026-11.csv", "--public-key", "hub.pub", cwd=work)
+    first = [(work / "cis" / name).read_bytes()
+             for name in ("C2026-11.csv", "C2026-11.csv.manifest.json")]
+    sh(*export, cwd=work)
+    again = [(work / "cis" / name).read_bytes()
+             for name in ("C2026-11.csv", "C2026-11.csv.manifest.json")]
+    if again != first:
+        raise SystemExit("demo step failed: a re-export differs from the first export")
+    console.print("  exported again: byte-identical file and manifest")
+    title = next(line for line in billed.stdout.splitlines() if "bills, total" in line)
+    return {"bills": title.split(":", 1)[1].strip(), "file": str(work / "cis" / "C2026-11.csv")}
 
 
 def _history(work: Path) -> Path:
@@ -447,12 +473,11 @@ def _self_read(meter: str) -> str:
 
 
 def _override_values(history: Path, meter: str) -> list[str]:
-    """The technician's dial photo: a month's plausible use past the last good bill."""
+    """The technician's dial photo: a month's plausible use past the last bill."""
     with history.open(encoding="utf-8") as handle:
         billed = [Decimal(r["value"]) for r in csv.DictReader(handle)
                   if r["meter_serial"] == meter and r["register"] == "energy_import_kwh"]
-    good = billed[-2]  # the October bill was the one keyed wrong
-    return ["--value", f"energy_import_kwh={good + 412}"]
+    return ["--value", f"energy_import_kwh={billed[-1] + 412}"]
 
 
 def _background(cwd: Path, log: str, *args: str) -> subprocess.Popen[bytes]:
@@ -517,6 +542,7 @@ def main() -> None:
     reads = step_sync(work, gateway) if synced else step_ack(gateway)
     missing = step_cycle(work) if synced else "not reconciled (no Mosquitto: no reads at the hub)"
     edits = step_edits(work) if synced else None
+    billing = step_bill(work) if synced else None
 
     summary = Table(title="what happened", show_header=False)
     summary.add_row("meters simulated", str(args.meters))
@@ -528,13 +554,17 @@ def main() -> None:
         summary.add_row("meter edits", f"{edits['kinds']} kinds of exception, "
                         f"{edits['estimated']} missing meters estimated, {edits['decided']} "
                         "decisions on the audit log, no account held")
+    if billing is not None:
+        summary.add_row("bills", billing["bills"])
+        summary.add_row("CIS cycle file", f"{billing['file']} (signed manifest verified, "
+                        "re-export byte-identical)")
     summary.add_row("synced to the hub", "over MQTT, stored once, each signature verified"
                     if synced else "no (Mosquitto not installed)")
     summary.add_row("files", str(work))
     summary.add_row("took", f"{time.perf_counter() - started:.1f} s")
     console.print(summary)
-    console.print("Next: the handheld re-reads the missing meters, meter edits and bills "
-                  "(see the README).", style="dim")
+    console.print("Next: the handheld re-reads the missing meters on its route page, and the "
+                  "operator pages (see the README).", style="dim")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,12 @@ from hub.billing_store import bill_cycle
 from hub.collectors_cli import open_store
 from hub.edits.ruleset import RuleSet, RuleSetError, default_rule_set, load_rule_set
 from hub.edits.store import EditsRun, run_edits
+from hub.export.files import write_export
+from hub.export.formats import Format
+from hub.export.rows import ExportError
+from hub.export.store import NothingToExport, export_rows
 from hub.gc_tuning import tune_garbage_collector
+from hub.keys_cli import HubKeyOption, load_hub_signer
 from hub.rates.book import RateBook, RateBookError, default_rate_dir
 from hub.reconcile import Reconciliation, Status
 from hub.reconcile_store import UnknownCycle, reconcile_cycle
@@ -217,7 +222,8 @@ def bill_command(
         except UnknownCycle as exc:
             log.error("%s", exc.args[0])
             raise typer.Exit(1) from None
-    table = Table(title=f"cycle {cycle}: {run.billed} bills, total {run.total:,.2f}")
+    out.print(f"cycle {cycle}: {run.billed} bills, total {run.total:,.2f}")
+    table = Table()
     table.add_column("rate")
     table.add_column("bills", justify="right")
     for code, count in sorted(run.by_rate.items()):
@@ -231,6 +237,36 @@ def bill_command(
         for item in run.skipped:
             skipped.add_row(item.account, item.why)
         out.print(skipped)
+
+
+@cycle_app.command("export")
+def export_command(
+    ctx: typer.Context,
+    cycle: Annotated[str, typer.Argument(help="Cycle id.")],
+    key: HubKeyOption,
+    fmt: Annotated[Format, typer.Option("--format", help="csv, fixed (fixed-width) or jsonl.")]
+        = Format.CSV,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", file_okay=False, help="Directory for the file and its manifest.")] = Path("."),
+    rates: RatesOption = None,
+) -> None:
+    """Write the cycle file for the CIS and its signed manifest (same cycle, same bytes)."""
+    book = load_book(rates)
+    signer = load_hub_signer(key)
+    with open_store(ctx) as store, store.connect() as conn:
+        try:
+            rows, generated_at = export_rows(conn, cycle, book)
+        except NothingToExport as exc:
+            log.error("%s", exc)
+            raise typer.Exit(1) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = write_export(out_dir, cycle, rows, fmt, signer, generated_at=generated_at)
+    except ExportError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from None
+    out.print(f"{paths.file}: {len(rows)} rows")
+    out.print(f"{paths.manifest}: signed by key {signer.key_id}")
 
 
 def zone(name: str) -> ZoneInfo:

@@ -77,7 +77,11 @@ def history_rows(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle], 
         reads.append((cycle, at, shown.quantize(quantum, rounding=ROUND_DOWN)))
         later = at
     rows = []
-    for cycle, at, total in reversed(reads):
+    ordered = list(reversed(reads))
+    if installed is not None:
+        ordered = _with_install_read(spec, epoch, cycles, ordered, installed[0], quantum,
+                                     capacity)
+    for cycle, at, total in ordered:
         if installed is not None and not _installed_on(at.date(), installed):
             continue
         registers = {spec.total_register: total}
@@ -90,6 +94,27 @@ def history_rows(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle], 
                      "value": format_decimal(value), "multiplier": format_decimal(multiplier)}
                     for name, value in registers.items())
     return rows
+
+
+def _with_install_read(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle],
+                       reads: list[tuple[PastCycle, datetime, Decimal]], installed: date,
+                       quantum: Decimal, capacity: Decimal
+                       ) -> list[tuple[PastCycle, datetime, Decimal]]:
+    """A meter set during the history gets its install read, as a CIS records it.
+
+    It is filed under the last cycle scheduled before the install day (the
+    meter had no read of its own in that cycle), so the next bill has a start.
+    """
+    at = datetime.combine(installed, READ_TIME, UTC)
+    earlier = [c for c in cycles if c.scheduled <= installed]
+    if not earlier or at >= epoch:
+        return reads
+    days = Decimal((epoch - at).total_seconds()) / 86400
+    value = spec.start_value - spec.mean_per_day * days
+    shown = value % capacity
+    shown = shown + capacity if shown < 0 else shown
+    kept = [r for r in reads if r[1].date() >= installed]
+    return [(earlier[-1], at, shown.quantize(quantum, rounding=ROUND_DOWN)), *kept]
 
 
 def monthly_cycles(first: date, count: int, prefix: str = "C") -> list[PastCycle]:

@@ -35,4 +35,6 @@ def test_demo_runs_and_catches_the_forgery(tmp_path):
     assert "cycle C2026-11: no account held" in out          # decisions released them all
     assert "audit log: 7 action(s)" in out                   # each decision on record
     assert "45 missing meters estimated" in out
+    assert "verified: C2026-11.csv holds" in out             # the CIS file checks out
+    assert "exported again: byte-identical file and manifest" in out
     assert (tmp_path / "run" / "gw-0001" / "collector.key").stat().st_mode & 0o777 == 0o600
