@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.edits
 	$(BIN)/python -m bench.edits_cycle
+	$(BIN)/python -m bench.billing
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
