@@ -26,20 +26,24 @@ reads, and only ``compute_bill`` over a chunk is timed.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import multiprocessing
-import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from rich.console import Console
 
-from bench.harness import Figure, machine, print_figures
+from bench.harness import (
+    Figure,
+    WorkerResult,
+    machine,
+    parallel_arguments,
+    parallel_figures,
+    print_figures,
+    run_in_workers,
+)
 from hub.billing import Determinants, ReadRef, compute_bill
 from hub.rates import RateBook, RateTable, default_rate_dir, parse_rate
 
@@ -167,17 +171,6 @@ def make_determinants(rng: random.Random, serial: int) -> Determinants:
                         sources={"energy_import_kwh": refs, "demand_kw": refs[1:]})
 
 
-@dataclass(frozen=True)
-class WorkerResult:
-    bills: int
-    generate_s: float
-    billing_s: float
-    """Wall time in ``compute_bill``: what the run took."""
-    billing_cpu_s: float
-    """CPU time in ``compute_bill``: the same without other processes taking the core away."""
-    counts: Counter[str]
-
-
 def work(job: tuple[int, int, int, int]) -> WorkerResult:
     """Generate ``count`` determinants in chunks and time ``compute_bill`` over each chunk."""
     worker, count, chunk, seed = job
@@ -222,51 +215,18 @@ def work(job: tuple[int, int, int, int]) -> WorkerResult:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--accounts", type=int, default=AIM_ACCOUNTS)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--chunk", type=int, default=5_000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parallel_arguments(__doc__.split("\n")[0], "accounts", AIM_ACCOUNTS)
     console = Console(width=120)
-    workers = max(1, args.workers)
-    shares = [args.accounts // workers + (n < args.accounts % workers) for n in range(workers)]
-    console.print(f"{args.accounts:,} accounts (half RES-W1 water, half COM-TOU electric), "
-                  f"{CYCLES} cycles, {workers} worker process(es) …")
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        results = pool.map(work, [(n, share, args.chunk, args.seed)
-                                  for n, share in enumerate(shares)])
-    wall = time.perf_counter() - start
-    bills = sum(r.bills for r in results)
-    billing_wall = max(r.billing_s for r in results)
-    billing_cpu = sum(r.billing_cpu_s for r in results)
-    cpu_wall = max(r.billing_cpu_s for r in results)
-    generate_s = sum(r.generate_s for r in results)
-    counts: Counter[str] = Counter()
-    for result in results:
-        counts.update(result.counts)
-    scaled = billing_wall * AIM_ACCOUNTS / bills
-    scaled_cpu = cpu_wall * AIM_ACCOUNTS / bills
+    console.print(f"{args.items:,} accounts (half RES-W1 water, half COM-TOU electric), "
+                  f"{CYCLES} cycles, {max(1, args.workers)} worker process(es) …")
+    run = run_in_workers(work, args.items, args.workers, args.chunk, args.seed)
+    counts = run.counts
+    bills = run.items
     figures = [
         Figure("accounts billed", bills, "bills",
                f"{counts['RES-W1']:,} RES-W1, {counts['COM-TOU']:,} COM-TOU"),
-        Figure("compute_bill, all accounts", billing_wall, "s",
-               f"slowest of {workers} workers"),
-        Figure("compute_bill rate", bills / billing_wall, "bills/s"),
-        Figure("aim: a million accounts", AIM_S, "s", "the issue's limit on this machine"),
-        Figure("time ÷ aim", scaled / AIM_S, "ratio",
-               f"{scaled:.2f} s per million accounts; ≤ 1.0 meets the aim"),
-        Figure("compute_bill CPU, slowest worker", cpu_wall, "s",
-               f"{billing_cpu / bills * 1e6:.1f} µs CPU per bill"),
-        Figure("CPU time ÷ aim", scaled_cpu / AIM_S, "ratio",
-               "the same with both cores to itself"),
-        Figure("load average at start", load, "", "other processes on the machine"),
-        Figure("generating the determinants", generate_s, "s",
-               "all workers' wall time; not in the figures above"),
-        Figure("wall time, start to end", wall, "s", "process start, generation and billing"),
+        *parallel_figures(run, work="compute_bill", item="bill", items="bills",
+                          aim_items=AIM_ACCOUNTS, aim_s=AIM_S, generated="determinants"),
         Figure("lines per bill", counts["lines"] / bills, "lines", "mean"),
     ]
     figures += [Figure(f"bills: {name}", counts[name], "", f"{counts[name] / bills:.1%}")

@@ -25,10 +25,7 @@ year's period, so they pass: their cost here is the check that says so.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import multiprocessing
-import os
 import random
 import time
 from collections import Counter
@@ -38,7 +35,15 @@ from decimal import Decimal
 
 from rich.console import Console
 
-from bench.harness import Figure, machine, print_figures
+from bench.harness import (
+    Figure,
+    WorkerResult,
+    machine,
+    parallel_arguments,
+    parallel_figures,
+    print_figures,
+    run_in_workers,
+)
 from hub.edits.model import EditInput, MeterFacts, MeterRead, ReadKind
 from hub.edits.rules import RULES, run_rules
 from hub.edits.ruleset import default_rule_set
@@ -187,17 +192,6 @@ def _registers(service: str, total: float, capacity: int) -> dict[str, Decimal]:
             "energy_import_kwh_t2": (value - peak) % capacity}
 
 
-@dataclass(frozen=True)
-class WorkerResult:
-    reads: int
-    generate_s: float
-    rules_s: float
-    """Wall time in ``run_rules``: what the run took."""
-    rules_cpu_s: float
-    """CPU time in ``run_rules``: the same without other processes taking the core away."""
-    findings: Counter[str]
-
-
 def work(job: tuple[int, int, int, int]) -> WorkerResult:
     """Generate ``count`` inputs in chunks and time ``run_rules`` over each chunk."""
     worker, count, chunk, seed = job
@@ -229,50 +223,15 @@ def work(job: tuple[int, int, int, int]) -> WorkerResult:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reads", type=int, default=AIM_READS)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--chunk", type=int, default=5_000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parallel_arguments(__doc__.split("\n")[0], "reads", AIM_READS)
     console = Console(width=120)
-    workers = max(1, args.workers)
-    shares = [args.reads // workers + (n < args.reads % workers) for n in range(workers)]
-    console.print(f"{args.reads:,} reads × {HISTORY} history reads through {len(RULES)} rules, "
-                  f"{workers} worker process(es) …")
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        results = pool.map(work, [(n, share, args.chunk, args.seed)
-                                  for n, share in enumerate(shares)])
-    wall = time.perf_counter() - start
-    reads = sum(r.reads for r in results)
-    rules_wall = max(r.rules_s for r in results)
-    rules_cpu = sum(r.rules_cpu_s for r in results)
-    cpu_wall = max(r.rules_cpu_s for r in results)
-    generate_s = sum(r.generate_s for r in results)
-    findings: Counter[str] = Counter()
-    for result in results:
-        findings.update(result.findings)
-    scaled = rules_wall * AIM_READS / reads
-    scaled_cpu = cpu_wall * AIM_READS / reads
-    figures = [
-        Figure("billing reads", reads, "reads", f"{HISTORY} history reads each"),
-        Figure("run_rules, all reads", rules_wall, "s", f"slowest of {workers} workers"),
-        Figure("run_rules rate", reads / rules_wall, "reads/s"),
-        Figure("aim: a million reads", AIM_S, "s", "the issue's limit on this machine"),
-        Figure("time ÷ aim", scaled / AIM_S, "ratio",
-               f"{scaled:.2f} s per million reads; ≤ 1.0 meets the aim"),
-        Figure("run_rules CPU, slowest worker", cpu_wall, "s",
-               f"{rules_cpu / reads * 1e6:.1f} µs CPU per read"),
-        Figure("CPU time ÷ aim", scaled_cpu / AIM_S, "ratio",
-               "the same with both cores to itself"),
-        Figure("load average at start", load, "", "other processes on the machine"),
-        Figure("generating the inputs", generate_s, "s",
-               "all workers' wall time; not in the figures above"),
-        Figure("wall time, start to end", wall, "s", "process start, generation and rules"),
-    ]
+    console.print(f"{args.items:,} reads × {HISTORY} history reads through {len(RULES)} rules, "
+                  f"{max(1, args.workers)} worker process(es) …")
+    run = run_in_workers(work, args.items, args.workers, args.chunk, args.seed)
+    findings = run.counts
+    figures = [Figure("billing reads", run.items, "reads", f"{HISTORY} history reads each"),
+               *parallel_figures(run, work="run_rules", item="read", items="reads",
+                                 aim_items=AIM_READS, aim_s=AIM_S, generated="inputs")]
     figures += [Figure(f"findings: {rule}", findings[rule], "", "") for rule in RULES
                 if findings[rule]]
     print_figures(f"Meter edits — {machine()}", figures, console)
