@@ -26,9 +26,7 @@ reads, and only ``compute_bill`` over a chunk is timed.
 
 from __future__ import annotations
 
-import gc
 import random
-import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -43,8 +41,9 @@ from bench.harness import (
     parallel_figures,
     print_figures,
     run_in_workers,
+    timed_in_chunks,
 )
-from hub.billing import Determinants, ReadRef, compute_bill
+from hub.billing import Bill, Determinants, ReadRef, compute_bill
 from hub.rates import RateBook, RateTable, default_rate_dir, parse_rate
 
 AIM_S = 30.0
@@ -176,42 +175,28 @@ def work(job: tuple[int, int, int, int]) -> WorkerResult:
     worker, count, chunk, seed = job
     rng = random.Random(seed * 1_000 + worker)
     tables = rates()
-    counts: Counter[str] = Counter()
-    generate = billing = billing_cpu = 0.0
-    done = 0
-    serial = worker * count
-    while done < count:
-        size = min(chunk, count - done)
-        start = time.perf_counter()
-        gc.disable()  # a chunk is thousands of new objects and no cycles: no collection needed
-        items = [make_determinants(rng, serial + n) for n in range(size)]
-        gc.enable()  # compute_bill is timed as a billing run would meet it, collector on
-        gc.collect()
-        middle = time.perf_counter()
-        cpu = time.process_time()
-        bills = [compute_bill(d, tables[d.rate_code]) for d in items]
-        billing_cpu += time.process_time() - cpu
-        billing += time.perf_counter() - middle
-        generate += middle - start
-        for bill in bills:
-            counts["lines"] += len(bill.lines)
-            counts[bill.rate_code] += 1
-            codes = [line.code for line in bill.lines]
-            if any(":v2026" in code for code in codes):
-                counts["prorated"] += 1
-            if bill.determinants.options:
-                counts["on an option"] += 1
-            if any(line.determinant == "demand_history" for line in bill.lines):
-                counts["ratchet binding"] += 1
-            if any(line.determinant == "winter_average" for line in bill.lines):
-                counts["wastewater on the winter average"] += 1
-            if any(code.startswith("minimum") for code in codes):
-                counts["minimum bill"] += 1
-            if any(code.startswith("energy:v") or code == "energy" for code in codes):
-                counts["TOU fallback"] += 1
-        done += size
-        serial += size
-    return WorkerResult(done, generate, billing, billing_cpu, counts)
+    return timed_in_chunks(count, chunk, worker * count,
+                           lambda serial: make_determinants(rng, serial),
+                           lambda found: compute_bill(found, tables[found.rate_code]), tally)
+
+
+def tally(bill: Bill, counts: Counter[str]) -> None:
+    """Count what kinds of bill the run made, so a reader sees the mix was billed."""
+    counts["lines"] += len(bill.lines)
+    counts[bill.rate_code] += 1
+    codes = [line.code for line in bill.lines]
+    if any(":v2026" in code for code in codes):
+        counts["prorated"] += 1
+    if bill.determinants.options:
+        counts["on an option"] += 1
+    if any(line.determinant == "demand_history" for line in bill.lines):
+        counts["ratchet binding"] += 1
+    if any(line.determinant == "winter_average" for line in bill.lines):
+        counts["wastewater on the winter average"] += 1
+    if any(code.startswith("minimum") for code in codes):
+        counts["minimum bill"] += 1
+    if any(code.startswith("energy:v") or code == "energy" for code in codes):
+        counts["TOU fallback"] += 1
 
 
 def main() -> None:

@@ -25,9 +25,7 @@ year's period, so they pass: their cost here is the check that says so.
 
 from __future__ import annotations
 
-import gc
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -43,8 +41,9 @@ from bench.harness import (
     parallel_figures,
     print_figures,
     run_in_workers,
+    timed_in_chunks,
 )
-from hub.edits.model import EditInput, MeterFacts, MeterRead, ReadKind
+from hub.edits.model import EditInput, Finding, MeterFacts, MeterRead, ReadKind
 from hub.edits.rules import RULES, run_rules
 from hub.edits.ruleset import default_rule_set
 from hub.reconcile import Cycle
@@ -197,29 +196,14 @@ def work(job: tuple[int, int, int, int]) -> WorkerResult:
     worker, count, chunk, seed = job
     rng = random.Random(seed * 1_000 + worker)
     rule_set = default_rule_set()
-    findings: Counter[str] = Counter()
-    generate = rules = rules_cpu = 0.0
-    done = 0
-    serial = worker * count
-    while done < count:
-        size = min(chunk, count - done)
-        start = time.perf_counter()
-        gc.disable()  # a chunk is thousands of new objects and no cycles: no collection needed
-        items = [make_input(rng, serial + n) for n in range(size)]
-        gc.enable()  # run_rules is timed as the engine runs it, collector on, ...
-        gc.collect()  # ... over inputs loaded earlier, not a pile of untracked young objects
-        middle = time.perf_counter()
-        cpu = time.process_time()
-        results = [run_rules(item, rule_set) for item in items]
-        rules_cpu += time.process_time() - cpu
-        rules += time.perf_counter() - middle
-        generate += middle - start
-        for found in results:
-            for finding in found:
-                findings[finding.rule] += 1
-        done += size
-        serial += size
-    return WorkerResult(done, generate, rules, rules_cpu, findings)
+    return timed_in_chunks(count, chunk, worker * count,
+                           lambda serial: make_input(rng, serial),
+                           lambda item: run_rules(item, rule_set), tally)
+
+
+def tally(findings: tuple[Finding, ...], counts: Counter[str]) -> None:
+    for finding in findings:
+        counts[finding.rule] += 1
 
 
 def main() -> None:
