@@ -32,8 +32,9 @@ from hub.edits.ruleset import RuleSet, RuleSetError, default_rule_set, load_rule
 from hub.edits.store import EditsRun, run_edits
 from hub.export.files import write_export
 from hub.export.formats import Format
+from hub.export.green_button import green_button_xml
 from hub.export.rows import ExportError
-from hub.export.store import NothingToExport, export_rows
+from hub.export.store import NothingToExport, export_rows, green_button_inputs
 from hub.gc_tuning import tune_garbage_collector
 from hub.keys_cli import HubKeyOption, load_hub_signer
 from hub.rates.book import RateBook, RateBookError, default_rate_dir
@@ -267,6 +268,36 @@ def export_command(
         raise typer.Exit(1) from None
     out.print(f"{paths.file}: {len(rows)} rows")
     out.print(f"{paths.manifest}: signed by key {signer.key_id}")
+
+
+@cycle_app.command("green-button")
+def green_button_command(
+    ctx: typer.Context,
+    cycle: Annotated[str, typer.Argument(help="Cycle id.")],
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    out_file: Annotated[Path, typer.Option("--out", dir_okay=False,
+                                           help="The Green Button XML file to write.")],
+    rates: RatesOption = None,
+    timezone: ZoneOption = "UTC",
+) -> None:
+    """An account's usage and bill for the cycle as a Green Button (NAESB ESPI) file."""
+    book = load_book(rates)
+    with open_store(ctx) as store, store.connect() as conn:
+        try:
+            row, usage, summary, generated_at = green_button_inputs(conn, cycle, account, book)
+        except NothingToExport as exc:
+            log.error("%s", exc)
+            raise typer.Exit(1) from None
+    try:
+        xml = green_button_xml(account, usage, summary, meter=row.meter, service=row.service,
+                               unit=row.unit, cycle=cycle, generated_at=generated_at,
+                               day_zone=zone(timezone))
+    except ExportError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from None
+    write_atomic(out_file, xml)
+    out.print(f"{out_file}: {len(usage)} intervals of meter {row.meter} and the bill of "
+              f"{summary.total} {summary.currency}")
 
 
 def zone(name: str) -> ZoneInfo:

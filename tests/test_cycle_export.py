@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
+import xml.etree.ElementTree as ET
+from decimal import Decimal
 
 import pytest
 
@@ -75,3 +78,27 @@ def test_a_cycle_without_bills_is_refused_with_the_fix(tmp_path, cli_env):
     meterhub(tmp_path, cli_env, url, "keys", "generate", "--key", "hub.key")
     done = meterhub(tmp_path, cli_env, url, "cycle", "export", "C9", "--key", "hub.key")
     assert done.returncode == 1 and "meterhub cycle bill C9" in done.stderr
+
+
+def test_an_accounts_green_button_file_carries_its_bill(tmp_path, cli_env, hub_db):
+    done = meterhub(tmp_path, cli_env, hub_db, "cycle", "green-button", "C1", "A-E-ONE",
+                    "--out", "gb.xml")
+    assert done.returncode == 0, done.stderr
+    espi = "{http://naesb.org/espi}"
+    root = ET.parse(tmp_path / "gb.xml").getroot()
+    summary = root.find(f".//{espi}UsageSummary")
+    assert summary is not None
+    bill = Decimal(summary.findtext(f"{espi}billLastPeriod")) / 100_000
+    export = meterhub(tmp_path, cli_env, hub_db, "keys", "generate", "--key", "hub.key")
+    assert export.returncode == 0
+    meterhub(tmp_path, cli_env, hub_db, "cycle", "export", "C1", "--key", "hub.key",
+             "--format", "jsonl", "--out", "out")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "C1.jsonl").read_text().splitlines()]
+    assert bill == Decimal(next(r["total"] for r in rows if r["account"] == "A-E-ONE"))
+    again = meterhub(tmp_path, cli_env, hub_db, "cycle", "green-button", "C1", "A-E-ONE",
+                     "--out", "gb2.xml")
+    assert again.returncode == 0
+    assert (tmp_path / "gb.xml").read_bytes() == (tmp_path / "gb2.xml").read_bytes()
+    missing = meterhub(tmp_path, cli_env, hub_db, "cycle", "green-button", "C1", "A-NOBODY",
+                       "--out", "x.xml")
+    assert missing.returncode == 1 and "no bill" in missing.stderr

@@ -18,21 +18,25 @@ Example::
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from hub.edits.usage import register_delta
+from hub.export.green_button import BillSummary, IntervalUsage
 from hub.export.rows import ExportLine, ExportRow
 from hub.rates.book import RateBook
 from hub.store.tables import (
     bill_lines,
     billing_reads,
     bills,
+    cycles,
     edit_exceptions,
     meters,
+    reads,
     route_stops,
     routes,
 )
@@ -122,3 +126,39 @@ def _previous_reads(conn: Connection, cycle_id: str, current: list[Any]) -> dict
             if row.read_at < at[row.meter]:
                 found[row.meter] = row
     return found
+
+
+def green_button_inputs(conn: Connection, cycle_id: str, account: str, book: RateBook
+                        ) -> tuple[ExportRow, list[IntervalUsage], BillSummary, datetime]:
+    """What an account's Green Button file holds: its meter's intervals and its cycle bill.
+
+    The intervals are the use between consecutive verified reads of the
+    meter's billed register in the cycle's read window (a gateway's 15-minute
+    polls become 15-minute intervals); the bill summary is the cycle's bill
+    over its bill period.
+    """
+    rows, generated_at = export_rows(conn, cycle_id, book)
+    row = next((r for r in rows if r.account == account and r.lines), None)
+    if row is None:
+        raise NothingToExport(f"account {account} has no bill in cycle {cycle_id}")
+    cycle = conn.execute(select(cycles).where(cycles.c.id == cycle_id)).one()
+    register = book.rate(conn.execute(select(bills.c.rate_code).where(
+        (bills.c.cycle == cycle_id) & (bills.c.account == account))).scalar_one()).register
+    start = datetime.combine(cycle.read_window_start, time(), UTC)
+    end = datetime.combine(cycle.read_window_end + timedelta(days=1), time(), UTC)
+    points = []
+    for read_at, values in conn.execute(
+        select(reads.c.read_at, reads.c["values"]).where(
+            (reads.c.meter == row.meter) & (reads.c.verify_status == "ok")
+            & (reads.c.read_at >= start) & (reads.c.read_at < end)).order_by(reads.c.read_at)
+    ):
+        value = (values.get(register) or {}).get("value")
+        if value is not None:
+            points.append((read_at.replace(microsecond=0), Decimal(value)))
+    multiplier = row.multiplier
+    usage = [IntervalUsage(a, int((b - a).total_seconds()), (vb - va) * multiplier)
+             for (a, va), (b, vb) in pairwise(points) if b > a and vb >= va]
+    summary = BillSummary.from_row(
+        row, datetime.combine(cycle.bill_period_start, time(), UTC),
+        datetime.combine(cycle.bill_period_end + timedelta(days=1), time(), UTC))
+    return row, usage, summary, generated_at.replace(microsecond=0)  # ESPI: whole seconds
