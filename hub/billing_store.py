@@ -120,7 +120,8 @@ def bill_cycle(conn: Connection, cycle_id: str, book: RateBook, *,
             "description": line.description, "quantity": format_decimal(line.quantity),
             "unit": line.unit, "price": format_decimal(line.price) if line.price is not None
             else None, "amount": format_decimal(line.amount), "determinant": line.determinant,
-            "version": line.version} for n, line in enumerate(bill.lines, 1))
+            "basis": list(line.basis), "version": line.version}
+            for n, line in enumerate(bill.lines, 1))
     if bill_rows:
         conn.execute(insert(bills), bill_rows)
     if line_rows:
@@ -188,6 +189,7 @@ def _determinants(account: Any, rate: RateTable, current: Sequence[_Billed],
                               "this cycle's use from (import its history or its install read)")
         previous = earlier[-1]
         refs = (_ref(previous, signatures), _ref(read, signatures))
+        sources["days"].extend(refs)  # the reads bounding the period a per-day charge counts
         for name, value in read.registers.items():
             if not is_cumulative(name) or name not in previous.registers:
                 continue

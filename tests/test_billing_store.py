@@ -90,3 +90,16 @@ def test_billing_again_replaces_the_cycles_bills(store):
         lines = conn.execute(select(bill_lines.c.account)).all()
     assert before == after and again.billed == 2
     assert {line.account for line in lines} == {"A-E-ONE", "A-E-TWO"}
+
+
+def test_a_discount_or_fixed_charge_line_traces_to_reads_too(store):
+    billed_cycle(store)
+    with store.connect() as conn:
+        row = conn.execute(select(bills).where(bills.c.account == "A-E-TWO")).one()
+        lines = conn.execute(select(bill_lines).where(bill_lines.c.account == "A-E-TWO")
+                             .order_by(bill_lines.c.position)).all()
+    assert row.determinants["sources"]["days"]  # a per-day or per-bill charge's period
+    derived = [line for line in lines if line.determinant is None]
+    assert derived, "the senior discount is a line computed from other lines"
+    codes = {line.code for line in lines}
+    assert all(line.basis and set(line.basis) <= codes for line in derived)

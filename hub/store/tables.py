@@ -44,7 +44,8 @@ Bills (``meterhub cycle bill``):
   the determinants it was computed from, each naming the billing reads
   (collector, seq, signature) it came from;
 - ``bill_lines``: the bill's lines in order, each naming the determinant it
-  priced and the rate version it used.
+  priced (or, for a fee, tax, discount or minimum, the lines it was computed
+  from: ``basis``) and the rate version it used.
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ bill_lines = Table(
     Column("price", String(32)),
     Column("amount", String(32), nullable=False),
     Column("determinant", String(64)),
+    Column("basis", JSON, nullable=False),
     Column("version", Date, nullable=False),
     ForeignKeyConstraint(["cycle", "account"], ["bills.cycle", "bills.account"]),
 )

@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("price", sa.String(32)),
         sa.Column("amount", sa.String(32), nullable=False),
         sa.Column("determinant", sa.String(64)),
+        sa.Column("basis", sa.JSON, nullable=False),
         sa.Column("version", sa.Date, nullable=False),
         sa.PrimaryKeyConstraint("cycle", "account", "position", name="pk_bill_lines"),
         sa.ForeignKeyConstraint(["cycle", "account"], ["bills.cycle", "bills.account"],
