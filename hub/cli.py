@@ -16,6 +16,7 @@ from hub.exceptions_cli import audit_command, exceptions_app
 from hub.export_cli import export_app
 from hub.import_cli import import_app
 from hub.keys_cli import keys_app
+from hub.rates_cli import rates_app
 from hub.serve_cli import broker_config, serve
 from hub.store.engine import DEFAULT_URL
 from hub.store_cli import db_app, reads_app
@@ -65,6 +66,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(exceptions_app, name="exceptions")
 app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
+app.add_typer(rates_app, name="rates")
 app.command("audit")(audit_command)
 app.command("serve")(serve)
 app.command("broker-config")(broker_config)

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from hub.imports.csv_file import Record
 from hub.imports.problems import ROW, Problem
+from hub.rates.model import OPTION_RE, RATE_CODE_RE
 from protocols.read import METER_RE
 from protocols.scalars import (
     ScalarError,
@@ -79,8 +80,6 @@ READ_TYPES = ("actual", "estimated")
 
 KEY_RE = METER_RE
 """Account, cycle and route ids and meter serials: the shape a read's meter id has."""
-RATE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-RATE_OPTION_RE = re.compile(r"[a-z0-9_]{1,64}")
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 REGISTER_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 """A canonical register name, as reads carry it: ``energy_import_kwh``, ``volume_m3``."""
@@ -338,7 +337,7 @@ def _rate_options(f: _Fields) -> tuple[str, ...] | None:
     if value is None:
         return None if any(p.column == "rate_options" for p in f.problems) else ()
     codes = [code.strip() for code in value.split(";")]
-    bad = [code for code in codes if not RATE_OPTION_RE.fullmatch(code)]
+    bad = [code for code in codes if not OPTION_RE.fullmatch(code)]
     if bad:
         f.problem("rate_options", f"{', '.join(_show(code) for code in bad)}: each option is a "
                                   "lowercase code (a-z, 0-9, _), separated by ';'")
