@@ -37,6 +37,8 @@ from simulators.meter_model import MeterSpec, split_start
 
 COLUMNS = ("cycle_id", "meter_serial", "read_at", "read_type", "register", "value",
            "multiplier")
+DEMAND_PEAK = Decimal("2.5")
+"""A month's peak quarter-hour demand as a multiple of the mean load (kW), on TOU meters."""
 READ_TIME = time(9, 0)
 """Past cycles were read at about 09:00 UTC on their scheduled day (plus a per-meter offset)."""
 
@@ -89,6 +91,7 @@ def history_rows(spec: MeterSpec, epoch: datetime, cycles: Sequence[PastCycle], 
             day, night = split_start(total)
             registers[f"{spec.total_register}_t1"] = day.quantize(quantum)
             registers[f"{spec.total_register}_t2"] = night.quantize(quantum)
+            registers["demand_kw"] = (spec.mean_per_day / 24 * DEMAND_PEAK).quantize(quantum)
         rows.extend({"cycle_id": cycle.id, "meter_serial": spec.serial,
                      "read_at": format_instant(at), "read_type": "actual", "register": name,
                      "value": format_decimal(value), "multiplier": format_decimal(multiplier)}

@@ -102,9 +102,10 @@ def test_interpolation_refuses_a_register_that_went_backward():
                  later=read(on(10, 31), "900.0"), method=INTERPOLATION)
 
 
-def test_tou_registers_are_estimated_separately_and_demand_is_not():
+def test_tou_registers_are_estimated_separately_and_demand_carried_over():
     # total 1000 → 1090, t1 600 → 660, t2 400 → 430; 20 of 30 days:
-    # total 1000 + 90 × 2/3 = 1060.0, t1 600 + 60 × 2/3 = 640.0, t2 400 + 30 × 2/3 = 420.0
+    # total 1000 + 90 × 2/3 = 1060.0, t1 600 + 60 × 2/3 = 640.0, t2 400 + 30 × 2/3 = 420.0;
+    # demand is a peak, not a count: the last good read's 5.2 kW, not interpolated
     base = read(on(10, 1), energy_import_kwh="1000.0", energy_import_t1_kwh="600.0",
                 energy_import_t2_kwh="400.0", demand_kw="5.2")
     later = read(on(10, 31), energy_import_kwh="1090.0", energy_import_t1_kwh="660.0",
@@ -112,8 +113,16 @@ def test_tou_registers_are_estimated_separately_and_demand_is_not():
     made = estimate(METER, [base], on(10, 21), SETTINGS, later=later)
     assert made.read.registers == {
         "energy_import_kwh": Decimal("1060.0"), "energy_import_t1_kwh": Decimal("640.0"),
-        "energy_import_t2_kwh": Decimal("420.0")}
+        "energy_import_t2_kwh": Decimal("420.0"), "demand_kw": Decimal("5.2")}
     assert "energy_import_t1_kwh: interpolated" in made.explanation
+    assert made.explanation.endswith("; demand_kw 5.2 as on the last good read (2026-10-01)")
+
+
+def test_an_estimate_carries_no_demand_from_an_earlier_estimate():
+    history = [read(on(9, 1), energy_import_kwh="700.0", demand_kw="6.0"),
+               read(on(10, 1), energy_import_kwh="1000.0", kind=ReadKind.ESTIMATED)]
+    made = estimate(METER, history, on(10, 21), SETTINGS, method=ADU)
+    assert made.read.registers["demand_kw"] == Decimal("6.0")  # the last *good* read's
 
 
 # --- same period last year -----------------------------------------------------------

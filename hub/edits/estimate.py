@@ -9,8 +9,9 @@ saves what comes out.
 
 Every cumulative register of the last history read (the *base*) is
 estimated, each on its own figures but all by the same method (so the TOU
-registers and the total each get their own value). Demand and other
-non-cumulative registers are not estimated. The methods, tried in the rule
+registers and the total each get their own value). A demand register is
+carried over from the latest good read (a peak is not a count to add up);
+other non-cumulative registers are not estimated. The methods, tried in the rule
 set's order (``EstimationSettings.methods``) unless one is asked for:
 
 - **interpolation** — needs a ``later`` *actual* read after ``at`` and a good
@@ -92,6 +93,8 @@ from hub.edits.usage import (
 
 DAYS_PER_YEAR = 365
 GOOD_KINDS = (ReadKind.ACTUAL, ReadKind.OVERRIDE)
+DEMAND_PREFIXES = ("demand_", "max_demand_")
+"""Registers that hold a peak (kW, W): carried into an estimate, never added up."""
 METHOD_WORDS = {
     EstimationMethod.INTERPOLATION: "interpolation",
     EstimationMethod.SAME_PERIOD_LAST_YEAR: "same period last year",
@@ -196,12 +199,36 @@ def estimate(meter: MeterFacts, history: Sequence[MeterRead], at: datetime,
         except _Refused as refused:
             refusals.append(f"{METHOD_WORDS[candidate]}: {refused}")
             continue
-        read = MeterRead(at, {name: figure.value for name, figure in figures.items()},
-                         kind=ReadKind.ESTIMATED, method=candidate, cycle=cycle)
-        return Estimate(read, candidate, _explain(candidate, figures))
+        values = {name: figure.value for name, figure in figures.items()}
+        explanation = _explain(candidate, figures)
+        demand = _last_demand(history)
+        if demand is not None:
+            name, value, source = demand
+            values[name] = value
+            explanation += (f"; {name} {_show(value)} as on the last good read "
+                            f"({_day(source.read_at)})")
+        read = MeterRead(at, values, kind=ReadKind.ESTIMATED, method=candidate, cycle=cycle)
+        return Estimate(read, candidate, explanation)
     if not refusals:
         raise CannotEstimate(meter.serial, "the rule set names no estimation method")
     raise CannotEstimate(meter.serial, "; ".join(refusals))
+
+
+def _last_demand(history: Sequence[MeterRead]) -> tuple[str, Decimal, MeterRead] | None:
+    """The demand register of the latest good (actual or override) read, if it has one.
+
+    A demand is a peak, not a count: no method adds it up, so an estimated
+    read carries the last measured one (what a demand rate bills when the
+    meter could not be read), and the explanation says so.
+    """
+    for read in reversed(history):
+        if read.kind not in GOOD_KINDS:
+            continue
+        for name, value in read.registers.items():
+            if name.startswith(DEMAND_PREFIXES):
+                return name, value, read
+        return None
+    return None
 
 
 def _estimate_register(method: EstimationMethod, name: str, meter: MeterFacts,
