@@ -73,6 +73,7 @@ from pydantic import (
     create_model,
 )
 
+from hub.data_files import DataFileError, read_text
 from hub.edits.model import EstimationMethod, EstimationSettings, MeterFacts, Severity
 from hub.edits.usage import is_cumulative
 from protocols.read import REGISTER_RE
@@ -140,7 +141,7 @@ RULE_PARAMS: Mapping[str, Mapping[str, Param]] = {
 """Every rule a rule set configures, for every service, and its parameters."""
 
 
-class RuleSetError(ValueError):
+class RuleSetError(DataFileError):
     """A rule set that cannot be loaded, or a lookup it cannot answer.
 
     ``file`` is the file (or ``default``), ``key`` the dotted path into it
@@ -148,15 +149,6 @@ class RuleSetError(ValueError):
     ``(file)`` for an unreadable file, ``(syntax)`` for broken YAML),
     ``why`` what is wrong, said so that a person can fix it.
     """
-
-    def __init__(self, file: str, key: str, why: str) -> None:
-        super().__init__(f"{file}: {key}: {why}")
-        self.file = file
-        self.key = key
-        self.why = why
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.why}"
 
 
 class RuleSetLookupError(RuleSetError, KeyError):
@@ -263,21 +255,8 @@ class RuleSet:
 
 def load_rule_set(path: str | Path) -> RuleSet:
     """Read and validate the rule set file at ``path``."""
-    name = str(path)
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RuleSetError(name, "(file)",
-                               f"{size} bytes is too large for a rule set "
-                               f"(at most {MAX_FILE_BYTES})")
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise RuleSetError(name, "(file)", exc.strerror or str(exc)) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RuleSetError(name, "(file)", f"not UTF-8 text (byte {exc.start})") from None
-    return parse_rule_set(text, name)
+    text = read_text(path, error=RuleSetError, what="a rule set", max_bytes=MAX_FILE_BYTES)
+    return parse_rule_set(text, str(path))
 
 
 _DEFAULT: list[RuleSet] = []

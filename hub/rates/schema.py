@@ -119,6 +119,7 @@ from pydantic import (
     ValidationError,
 )
 
+from hub.data_files import DataFileError, read_text
 from hub.rates.model import (
     COMPONENT_TYPES,
     ID_RE,
@@ -153,7 +154,7 @@ MAX_FILE_BYTES = 1_000_000
 HOURS = 24
 
 
-class RateError(ValueError):
+class RateError(DataFileError):
     """A rate file that cannot be loaded.
 
     ``file`` is the file (or the source name given to :func:`parse_rate`),
@@ -163,31 +164,11 @@ class RateError(ValueError):
     said so that a person can fix it.
     """
 
-    def __init__(self, file: str, key: str, why: str) -> None:
-        super().__init__(f"{file}: {key}: {why}")
-        self.file = file
-        self.key = key
-        self.why = why
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.why}"
-
 
 def load_rate(path: str | Path) -> RateTable:
     """Read and validate the rate file at ``path``; its name must be its code (``RES-E1.yaml``)."""
     name = str(path)
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RateError(name, "(file)", f"{size} bytes is too large for a rate file "
-                                            f"(at most {MAX_FILE_BYTES})")
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise RateError(name, "(file)", exc.strerror or str(exc)) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RateError(name, "(file)", f"not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path, error=RateError, what="a rate file", max_bytes=MAX_FILE_BYTES)
     rate = parse_rate(text, name)
     stem = Path(path).name.removesuffix(".yaml").removesuffix(".yml")
     if rate.code != stem:

@@ -117,6 +117,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.files import write_atomic
+from hub.data_files import DataFileError, read_text
 from hub.rates.model import MONTHS, RATE_CODE_RE
 from hub.rates.schema import RateError, parse_rate
 from protocols.read import REGISTER_RE
@@ -147,7 +148,7 @@ _UNSAFE = re.compile(
 """What YAML cannot print in a line (controls, surrogates, line separators): a space instead."""
 
 
-class UrdbError(ValueError):
+class UrdbError(DataFileError):
     """A URDB tariff that cannot be read or converted.
 
     ``file`` is the JSON file (or the source name given to :func:`convert`),
@@ -159,14 +160,10 @@ class UrdbError(ValueError):
     refuses (a bug here); ``why`` is what is wrong, said so a person can act.
     """
 
-    def __init__(self, file: str, field: str, why: str) -> None:
-        super().__init__(f"{file}: {field}: {why}")
-        self.file = file
-        self.field = field
-        self.why = why
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.why}"
+    @property
+    def field(self) -> str:
+        """The URDB field at fault: this error's ``key``, in URDB's words."""
+        return self.key
 
 
 class UnsupportedTariff(UrdbError):
@@ -194,18 +191,8 @@ def view_url(label: str) -> str:
 def read_tariff(path: str | Path, *, label: str | None = None) -> dict[str, Any]:
     """The tariff in the JSON file at ``path`` (see :func:`parse_tariff`)."""
     name = str(path)
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UrdbError(name, "(file)", f"{size} bytes is too large for a URDB tariff "
-                                            f"file (at most {MAX_FILE_BYTES})")
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UrdbError(name, "(file)", exc.strerror or str(exc)) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UrdbError(name, "(file)", f"not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path, error=UrdbError, what="a URDB tariff file",
+                     max_bytes=MAX_FILE_BYTES, encoding="utf-8-sig")
     return parse_tariff(text, name, label=label)
 
 
