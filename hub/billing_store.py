@@ -72,13 +72,14 @@ class BillingRun:
 
 
 @dataclass(frozen=True)
-class _Billed:
-    """One meter's billing read, as a row of the store."""
+class BilledRead:
+    """One meter's billing read, as a row of the store (registers and multiplier as Decimals)."""
 
     cycle: str
     meter: str
     account: str | None
     kind: str
+    source: str | None
     read_at: datetime
     registers: Mapping[str, Decimal]
     multiplier: Decimal
@@ -135,11 +136,11 @@ def load_determinants(conn: Connection, cycle_id: str, period_start: date, perio
                       ) -> tuple[list[Determinants], list[Skipped]]:
     """Every billable account's determinants for the cycle, and the accounts left out, why."""
     held = set(held)
-    current = [r for r in _billing_reads(conn, cycle_id=cycle_id) if r.account]
-    by_account: dict[str, list[_Billed]] = defaultdict(list)
+    current = [r for r in cycle_billing_reads(conn, cycle_id) if r.account]
+    by_account: dict[str, list[BilledRead]] = defaultdict(list)
     for read in current:
         by_account[read.account].append(read)  # type: ignore[index]
-    history = _history(conn, {r.meter for r in current})
+    history = billing_history(conn, {r.meter for r in current})
     meter_rows = {r.serial: r for r in conn.execute(select(meters).where(
         meters.c.serial.in_({r.meter for r in current})))} if current else {}
     account_rows = {r.id: r for r in conn.execute(select(accounts).where(
@@ -168,8 +169,8 @@ class _CannotBill(Exception):
     """An account whose determinants cannot be worked out (the reason is the message)."""
 
 
-def _determinants(account: Any, rate: RateTable, current: Sequence[_Billed],
-                  history: Mapping[str, Sequence[_Billed]], meter_rows: Mapping[str, Any],
+def _determinants(account: Any, rate: RateTable, current: Sequence[BilledRead],
+                  history: Mapping[str, Sequence[BilledRead]], meter_rows: Mapping[str, Any],
                   signatures: Mapping[tuple[str, int], str], period_start: date,
                   period_end: date) -> Determinants:
     consumption: dict[str, Decimal] = defaultdict(Decimal)
@@ -177,13 +178,14 @@ def _determinants(account: Any, rate: RateTable, current: Sequence[_Billed],
     demand: Decimal | None = None
     demand_history: list[Decimal] = []
     sizes = []
+    earlier_of: dict[str, list[BilledRead]] = {}
     for read in current:
         meter = meter_rows[read.meter]
         if meter.service != rate.service:
             raise _CannotBill(f"rate {rate.code} is for {rate.service}; meter {read.meter} "
                               f"measures {meter.service}")
         sizes.append(meter.size)
-        earlier = [h for h in history.get(read.meter, ()) if h.read_at < read.read_at]
+        earlier = earlier_of[read.meter] = earlier_reads(history, read)
         if not earlier:
             raise _CannotBill(f"meter {read.meter} has no earlier billing read to measure "
                               "this cycle's use from (import its history or its install read)")
@@ -210,11 +212,17 @@ def _determinants(account: Any, rate: RateTable, current: Sequence[_Billed],
         period_start=period_start, period_end=period_end, consumption=dict(consumption),
         demand_kw=demand, meter_size=next((s for s in sizes if s), None),
         demand_history=tuple(demand_history[-RATCHET_BILLS:]),
-        winter_average=_winter_average(rate, current, history, meter_rows, period_end),
+        winter_average=_winter_average(rate, current, earlier_of, meter_rows, period_end),
         sources={name: tuple(refs) for name, refs in sources.items()})
 
 
-def _demand(read: _Billed) -> Decimal | None:
+def earlier_reads(history: Mapping[str, Sequence[BilledRead]], read: BilledRead
+                  ) -> list[BilledRead]:
+    """The meter's billing reads before ``read``, oldest first: its last one bills from."""
+    return [h for h in history.get(read.meter, ()) if h.read_at < read.read_at]
+
+
+def _demand(read: BilledRead) -> Decimal | None:
     for name, factor in DEMAND_REGISTERS.items():
         value = read.registers.get(name)
         if value is not None:
@@ -222,10 +230,13 @@ def _demand(read: _Billed) -> Decimal | None:
     return None
 
 
-def _winter_average(rate: RateTable, current: Sequence[_Billed],
-                    history: Mapping[str, Sequence[_Billed]], meter_rows: Mapping[str, Any],
-                    period_end: date) -> Decimal | None:
-    """The account's average use per bill over the rate's winter months, from its bills."""
+def _winter_average(rate: RateTable, current: Sequence[BilledRead],
+                    earlier_of: Mapping[str, Sequence[BilledRead]],
+                    meter_rows: Mapping[str, Any], period_end: date) -> Decimal | None:
+    """The account's average use per bill over the rate's winter months, from its bills.
+
+    ``earlier_of`` holds each current read's meter's billing reads before it.
+    """
     version = rate.version_on(period_end)
     wastewater = next((c for c in version.components if isinstance(c, Wastewater)), None)
     if wastewater is None:
@@ -234,8 +245,7 @@ def _winter_average(rate: RateTable, current: Sequence[_Billed],
     uses = []
     for read in current:
         dials = meter_rows[read.meter].dials
-        earlier = [h for h in history.get(read.meter, ()) if h.read_at < read.read_at]
-        for before, after in pairwise(earlier):
+        for before, after in pairwise(earlier_of[read.meter]):
             if name not in after.registers or name not in before.registers \
                     or after.bill_period_start.month not in wastewater.winter_months:
                 continue
@@ -245,17 +255,23 @@ def _winter_average(rate: RateTable, current: Sequence[_Billed],
     return sum(uses, Decimal(0)) / len(uses) if uses else None
 
 
-def _ref(read: _Billed, signatures: Mapping[tuple[str, int], str]) -> ReadRef:
+def _ref(read: BilledRead, signatures: Mapping[tuple[str, int], str]) -> ReadRef:
     signature = signatures.get((read.collector, read.seq)) \
         if read.collector is not None and read.seq is not None else None
     return ReadRef(meter=read.meter, kind=read.kind, collector=read.collector, seq=read.seq,
                    signature=signature, read_at=read.read_at)
 
 
+def cycle_billing_reads(conn: Connection, cycle_id: str) -> list[BilledRead]:
+    """The cycle's billing reads, by meter."""
+    return _billing_reads(conn, cycle_id=cycle_id)
+
+
 def _billing_reads(conn: Connection, *, cycle_id: str | None = None,
-                   meters_in: Iterable[str] | None = None) -> list[_Billed]:
+                   meters_in: Iterable[str] | None = None) -> list[BilledRead]:
     query = (select(billing_reads.c.cycle, billing_reads.c.meter, billing_reads.c.account,
-                    billing_reads.c.kind, billing_reads.c.read_at, billing_reads.c.registers,
+                    billing_reads.c.kind, billing_reads.c.source, billing_reads.c.read_at,
+                    billing_reads.c.registers,
                     billing_reads.c.multiplier, billing_reads.c.collector,
                     billing_reads.c.seq, cycles.c.bill_period_start)
              .join(cycles, cycles.c.id == billing_reads.c.cycle))
@@ -263,14 +279,16 @@ def _billing_reads(conn: Connection, *, cycle_id: str | None = None,
         query = query.where(billing_reads.c.cycle == cycle_id)
     if meters_in is not None:
         query = query.where(billing_reads.c.meter.in_(set(meters_in)))
-    return [_Billed(r.cycle, r.meter, r.account, r.kind, r.read_at,
+    return [BilledRead(r.cycle, r.meter, r.account, r.kind, r.source, r.read_at,
                     {name: Decimal(value) for name, value in r.registers.items()},
                     Decimal(r.multiplier), r.collector, r.seq, r.bill_period_start)
             for r in conn.execute(query.order_by(billing_reads.c.meter, billing_reads.c.read_at))]
 
 
-def _history(conn: Connection, meter_ids: set[str]) -> dict[str, list[_Billed]]:
-    history: dict[str, list[_Billed]] = defaultdict(list)
+def billing_history(conn: Connection, meter_ids: Iterable[str]
+                    ) -> dict[str, list[BilledRead]]:
+    """Every billing read of each of ``meter_ids``, every cycle, oldest first."""
+    history: dict[str, list[BilledRead]] = defaultdict(list)
     ids = sorted(meter_ids)
     for start in range(0, len(ids), 500):
         for read in _billing_reads(conn, meters_in=ids[start:start + 500]):
@@ -278,7 +296,7 @@ def _history(conn: Connection, meter_ids: set[str]) -> dict[str, list[_Billed]]:
     return history
 
 
-def _signatures(conn: Connection, cited: Sequence[_Billed]) -> dict[tuple[str, int], str]:
+def _signatures(conn: Connection, cited: Sequence[BilledRead]) -> dict[tuple[str, int], str]:
     """The base64 signature of each actual read cited, by (collector, seq)."""
     wanted: dict[str, set[int]] = defaultdict(set)
     for read in cited:

@@ -21,17 +21,21 @@ from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from hub.billing_store import (
+    BilledRead,
+    billing_history,
+    cycle_billing_reads,
+    earlier_reads,
+)
 from hub.edits.usage import register_delta
 from hub.export.green_button import BillSummary, IntervalUsage
 from hub.export.rows import ExportLine, ExportRow
 from hub.rates.book import RateBook
 from hub.store.tables import (
     bill_lines,
-    billing_reads,
     bills,
     cycles,
     edit_exceptions,
@@ -61,9 +65,7 @@ def export_rows(conn: Connection, cycle_id: str, book: RateBook
         lines[line.account].append(ExportLine(
             line.code, line.description, Decimal(line.quantity), line.unit,
             Decimal(line.price) if line.price is not None else None, Decimal(line.amount)))
-    current = [r for r in conn.execute(select(billing_reads).where(
-        billing_reads.c.cycle == cycle_id).order_by(billing_reads.c.meter))
-        if r.account in bill_rows]
+    current = [r for r in cycle_billing_reads(conn, cycle_id) if r.account in bill_rows]
     meter_ids = {r.meter for r in current}
     meter_rows = {r.serial: r for r in conn.execute(select(meters).where(
         meters.c.serial.in_(meter_ids)))}
@@ -75,7 +77,7 @@ def export_rows(conn: Connection, cycle_id: str, book: RateBook
     for meter, rule in conn.execute(select(edit_exceptions.c.meter, edit_exceptions.c.rule).where(
             (edit_exceptions.c.cycle == cycle_id) & (edit_exceptions.c.status != "cleared"))):
         flags[meter].add(rule)
-    previous = _previous_reads(conn, cycle_id, current)
+    history = billing_history(conn, {r.meter for r in current})
     rows, billed = [], set()
     for read in current:
         bill = bill_rows[read.account]
@@ -83,10 +85,10 @@ def export_rows(conn: Connection, cycle_id: str, book: RateBook
         meter = meter_rows[read.meter]
         first = read.account not in billed
         billed.add(read.account)
-        before = previous.get(read.meter)
-        value = _register(read, rate.register)
-        earlier = _register(before, rate.register) if before is not None else None
-        multiplier = Decimal(read.multiplier)
+        before = next(iter(reversed(earlier_reads(history, read))), None)
+        value = read.registers.get(rate.register)
+        earlier = before.registers.get(rate.register) if before is not None else None
+        multiplier = read.multiplier
         used = (register_delta(earlier, value, meter.dials).used * multiplier
                 if value is not None and earlier is not None else None)
         its_lines = tuple(lines.get(read.account, ())) if first else ()
@@ -101,31 +103,10 @@ def export_rows(conn: Connection, cycle_id: str, book: RateBook
     return rows, generated_at
 
 
-def _read_type(read: Any) -> str:
+def _read_type(read: BilledRead) -> str:
     if read.kind == "actual" and (read.source or "").startswith("handheld"):
         return "handheld"
     return str(read.kind)
-
-
-def _register(read: Any, name: str) -> Decimal | None:
-    value = read.registers.get(name)
-    return Decimal(value) if value is not None else None
-
-
-def _previous_reads(conn: Connection, cycle_id: str, current: list[Any]) -> dict[str, Any]:
-    """Each meter's billing read before this cycle's (from an earlier cycle)."""
-    at = {r.meter: r.read_at for r in current}
-    found: dict[str, Any] = {}
-    ids = sorted(at)
-    for start in range(0, len(ids), 500):
-        for row in conn.execute(
-            select(billing_reads).where(billing_reads.c.meter.in_(ids[start:start + 500])
-                                        & (billing_reads.c.cycle != cycle_id))
-            .order_by(billing_reads.c.meter, billing_reads.c.read_at)
-        ):
-            if row.read_at < at[row.meter]:
-                found[row.meter] = row
-    return found
 
 
 def green_button_inputs(conn: Connection, cycle_id: str, account: str, book: RateBook
