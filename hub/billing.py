@@ -662,16 +662,13 @@ class _Plan:
         pieces = _tag_repeats(self._pieces(part, key), _own_season)
         register = component.register
         where = f"rate {self.code} {part.version.label} component {component.id}"
-        on_use = [(piece, self._rows(blocks.tiers_in(piece.start.month), piece, component.id,
-                                     None, component.description, self.unit))
-                  for piece in pieces]
-        on_average = [self._rows(blocks.tiers_in(piece.start.month), piece, component.id, None,
-                                 f"{component.description} on winter average", self.unit)
-                      for piece in pieces]
-        on_default = [self._rows(blocks.tiers_in(piece.start.month), piece, component.id, None,
-                                 f"{component.description} on the default winter average",
-                                 self.unit)
-                      for piece in pieces]
+        def rows_described(description: str) -> list[tuple[_Row, ...]]:
+            return [self._rows(blocks.tiers_in(piece.start.month), piece, component.id, None,
+                               description, self.unit) for piece in pieces]
+
+        on_use = list(zip(pieces, rows_described(component.description), strict=True))
+        on_average = rows_described(f"{component.description} on winter average")
+        on_default = rows_described(f"{component.description} on the default winter average")
         default = component.default_average
         version = part.version.effective
         rounder = part.rounder
