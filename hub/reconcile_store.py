@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import Any
 
-from sqlalchemy import Connection, Subquery, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, Subquery, select
 
 from hub.reconcile import (
     CandidateRead,
@@ -81,21 +82,38 @@ def load_installations(conn: Connection, cycle_id: str) -> list[Installation]:
 def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
     start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
     end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
-    candidates = billable_reads.subquery()
+    query, meter = candidate_reads_query(start, end, rejected_in=cycle.id)
     on_routes = cycle_meters(cycle.id)
+    rows = conn.execute(query.join(on_routes, on_routes.c.meter == meter)).all()
+    return [candidate_from_row(r) for r in rows]
+
+
+def candidate_reads_query(start: datetime, end: datetime, *, rejected_in: str | None
+                          ) -> tuple[Select[Any], ColumnElement[str]]:
+    """Verified reads taken in [start, end) that no operator rejected, and their meter column.
+
+    ``rejected_in`` names the cycle whose rejections count; ``None``: any cycle's.
+    Rows fit :func:`candidate_from_row`.
+    """
+    candidates = billable_reads.subquery()
     rejected = rejected_reads.c
-    rows = conn.execute(
+    joined = (rejected.collector == candidates.c.collector) & (rejected.seq == candidates.c.seq)
+    if rejected_in is not None:
+        joined = joined & (rejected.cycle == rejected_in)
+    query = (
         select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
                candidates.c.read_at, candidates.c.source, candidates.c.flags,
                candidates.c["values"], candidates.c.meter_offset_s)
-        .join(on_routes, on_routes.c.meter == candidates.c.meter)
-        .outerjoin(rejected_reads, (rejected.collector == candidates.c.collector)
-                   & (rejected.seq == candidates.c.seq) & (rejected.cycle == cycle.id))
+        .outerjoin(rejected_reads, joined)
         .where((candidates.c.read_at >= start) & (candidates.c.read_at < end)
                & rejected.seq.is_(None))
-    ).all()
-    return [CandidateRead(r.collector, r.seq, r.meter, r.read_at, Source(r.source),
-                          tuple(r.flags), r[6], r.meter_offset_s) for r in rows]
+    )
+    return query, candidates.c.meter
+
+
+def candidate_from_row(row: Row[Any]) -> CandidateRead:
+    return CandidateRead(row.collector, row.seq, row.meter, row.read_at, Source(row.source),
+                         tuple(row.flags), row[6], row.meter_offset_s)
 
 
 def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconciliation:

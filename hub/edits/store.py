@@ -37,8 +37,13 @@ from hub.edits.engine import MeterCase, MeterOutcome, evaluate
 from hub.edits.model import EstimationMethod, Finding, MeterFacts, MeterRead, ReadKind
 from hub.edits.ruleset import RuleSet
 from hub.reconcile import CandidateRead, Cycle, MeterResult, Reconciliation
-from hub.reconcile_store import cycle_meters, load_cycle, reconcile_loaded
-from hub.store.reads import billable_reads
+from hub.reconcile_store import (
+    candidate_from_row,
+    candidate_reads_query,
+    cycle_meters,
+    load_cycle,
+    reconcile_loaded,
+)
 from hub.store.tables import (
     accounts,
     billing_reads,
@@ -189,26 +194,15 @@ def load_billing_rows(conn: Connection, cycle_id: str) -> dict[str, Any]:
 def load_later_reads(conn: Connection, cycle: Cycle, after: datetime,
                      meter: str | None = None) -> dict[str, MeterRead]:
     """The first good verified read of each meter after the window (not one rejected here)."""
-    candidates = billable_reads.subquery()
-    rejected = rejected_reads.c
-    query = (
-        select(candidates.c.collector, candidates.c.seq, candidates.c.meter,
-               candidates.c.read_at, candidates.c.source, candidates.c.flags,
-               candidates.c["values"], candidates.c.meter_offset_s)
-        .outerjoin(rejected_reads, (rejected.collector == candidates.c.collector)
-                   & (rejected.seq == candidates.c.seq))
-        .where((candidates.c.read_at >= after)
-               & (candidates.c.read_at < after + timedelta(days=LATER_DAYS))
-               & rejected.seq.is_(None))
-    )
-    query = _for_meters(query, candidates.c.meter, cycle, meter)
-    rows = conn.execute(query.order_by(candidates.c.meter, candidates.c.read_at)).all()
+    query, meter_column = candidate_reads_query(after, after + timedelta(days=LATER_DAYS),
+                                                rejected_in=None)
+    query = _for_meters(query, meter_column, cycle, meter)
+    rows = conn.execute(query.order_by(meter_column, query.selected_columns.read_at)).all()
     later: dict[str, MeterRead] = {}
     for r in rows:
         if r.meter in later:
             continue
-        candidate = CandidateRead(r.collector, r.seq, r.meter, r.read_at, r.source,
-                                  tuple(r.flags), r[6], r.meter_offset_s)
+        candidate = candidate_from_row(r)
         if candidate.trouble or not candidate.values:
             continue
         later[r.meter] = candidate_read(candidate, cycle.id)
