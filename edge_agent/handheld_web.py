@@ -30,19 +30,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-import uvicorn
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -56,6 +51,7 @@ from protocols.read import ClockQuality, Reading, RegisterValue, Source
 from protocols.route_message import Route, RouteStop
 from protocols.scalars import format_decimal
 from protocols.trouble import Trouble
+from protocols.web_server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -409,59 +405,5 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class HandheldServer:
-    """The page served by uvicorn on a thread, on a socket bound before it starts.
-
-    Binding first makes "port in use" an error at start (``OSError``), not a log
-    line on another thread, and lets tests ask for port 0 and read the port back.
-    The owner handles signals: uvicorn installs none off the main thread.
-    """
-
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM)[0]
-        self._socket = socket.socket(family, kind, proto)
-        try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._socket.bind(address)
-        except BaseException:
-            self._socket.close()
-            raise
-        bound = self._socket.getsockname()
-        self.host, self.port = str(bound[0]), int(bound[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={
-            "sockets": [self._socket]}, name="handheld page", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self, timeout_s: float = 10.0) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started and self._thread.is_alive():
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError(f"the handheld page did not start on {self.url}")
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        self._socket.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+HandheldServer = WebServer
+"""The route page's server (loopback by default: see :func:`is_loopback`)."""

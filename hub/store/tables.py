@@ -309,3 +309,103 @@ bill_lines = Table(
     Column("version", Date, nullable=False),
     ForeignKeyConstraint(["cycle", "account"], ["bills.cycle", "bills.account"]),
 )
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    Column("last_used_at", UtcDateTime),
+)
+
+web_users = Table(
+    "web_users", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime),
+)
+
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user", String(128), ForeignKey("web_users.name"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+)
+
+collector_status = Table(
+    "collector_status", metadata,
+    Column("collector", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("reported_at", UtcDateTime),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("buffer_depth", BigInteger),
+    Column("last_seq", BigInteger),
+    Column("acked_through", BigInteger),
+)
+
+cycle_runs = Table(
+    "cycle_runs", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("cycle", String(64), ForeignKey("cycles.id"), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("worker", String(128)),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("result", JSON),
+    Column("error", Text),
+    Index("ix_cycle_runs_status", "status", "id"),
+    Index("ix_cycle_runs_cycle", "cycle", "id"),
+)
+
+reconciliations = Table(
+    "reconciliations", metadata,
+    Column("cycle", String(64), ForeignKey("cycles.id"), primary_key=True),
+    Column("meter", String(64), primary_key=True),
+    Column("route", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("account", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("collector", String(64)),
+    Column("seq", BigInteger),
+    Column("read_at", UtcDateTime),
+    Column("trouble", JSON, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("reconciled_at", UtcDateTime, nullable=False),
+    Index("ix_reconciliations_status", "cycle", "status", "route"),
+)
+
+exports = Table(
+    "exports", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("cycle", String(64), ForeignKey("cycles.id"), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("file_name", Text, nullable=False),
+    Column("manifest_name", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("verified_at", UtcDateTime),
+    Column("verified_ok", Boolean),
+    Column("verify_detail", Text),
+    Index("ix_exports_cycle", "cycle", "id"),
+)

@@ -1,0 +1,1 @@
+"""The hub API routers, one module per resource."""

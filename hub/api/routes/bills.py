@@ -1,0 +1,7 @@
+"""API: bills (filled in by its owner)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

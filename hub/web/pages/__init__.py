@@ -1,0 +1,1 @@
+"""The operator pages, one module per subject."""

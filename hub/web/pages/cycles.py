@@ -1,0 +1,7 @@
+"""Pages: cycles (filled in by its owner)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)
