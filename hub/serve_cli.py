@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,9 @@ import typer
 from rich.console import Console
 
 from hub import broker_options as options
+from hub import http_options as http
+from hub.api.app import create_app
+from hub.api.runner import CycleRunner
 from hub.broker_config import (
     HUB_USERNAME_DEFAULT,
     BrokerAccount,
@@ -25,10 +29,12 @@ from hub.broker_config import (
 )
 from hub.collectors_cli import broker_password, open_store, save_password
 from hub.gc_tuning import tune_garbage_collector
+from hub.reread_store import publish_route
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
 from protocols.broker_settings import BrokerCredentialError
 from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
+from protocols.web_server import WebServer
 
 out = Console()
 err = Console(stderr=True)
@@ -52,14 +58,31 @@ def serve(
     no_verifier: Annotated[bool, typer.Option(
         "--no-verifier", help="Ingest only; another worker runs the background verifier.")]
         = False,
+    http_host: http.HttpHost = "127.0.0.1",
+    http_port: http.HttpPort = None,
+    exports_dir: http.ExportsDir = Path("exports"),
+    hub_key: http.HubKey = None,
+    rules: http.RuleSetOption = None,
+    rates: http.RatesOption = None,
+    timezone: http.ZoneOption = "UTC",
+    secure_cookies: http.SecureCookies = False,
+    offline_after_s: http.OfflineAfter = 3600.0,
 ) -> None:
     """Ingest collectors' reads from the broker into the store, and verify them in the background.
 
+    With --http-port it also serves the REST API (/api/v1, documented at /api/v1/docs), the
+    operator pages and /metrics, and works the cycle steps operators ask for there.
     Runs until SIGTERM or Ctrl-C. Add workers (on this or other machines) to share ingest:
     the broker gives each batch to one of them.
     """
     broker = options.broker_settings(broker_host, broker_port, broker_user,
                                      broker_password_file, broker_password_env, tls, ca_file)
+    settings = None
+    if http_port is not None:
+        settings = http.hub_settings(
+            timezone=timezone, rules=rules, rates=rates, exports_dir=exports_dir,
+            hub_key=hub_key, secure_cookies=secure_cookies, offline_after_s=offline_after_s,
+            publish_route=lambda route: publish_route(route, broker))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -72,7 +95,21 @@ def serve(
             raise typer.Exit(2) from None
         err.print(f"meterhub serve: store {store}, broker {broker.host}:{broker.effective_port}")
         tune_garbage_collector()
-        worker.run(stop)
+        with ExitStack() as running:
+            if settings is not None:
+                runner = CycleRunner(store, settings).start()
+                running.callback(runner.stop)
+                app = create_app(store, settings, runner=runner)
+                try:
+                    server = WebServer(app, http_host, http_port, name="hub API").start()
+                except OSError as exc:
+                    log.error("cannot serve HTTP on %s:%s: %s", http_host, http_port, exc)
+                    raise typer.Exit(2) from None
+                running.callback(server.stop)
+                err.print(f"meterhub serve: API and operator pages on {server.url} "
+                          f"(API docs {server.url}/api/v1/docs)")
+                log.info("API and operator pages on %s", server.url)
+            worker.run(stop)
 
 
 def broker_config(

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,9 +78,12 @@ class HubApi:
 
 def hub_settings(tmp_path: Path, *, publish_route: RoutePublisher | None = None,
                  signer: Signer | None = None) -> HubSettings:
+    rates_dir = tmp_path / "rates"  # a copy: admin tests write rate tables
+    if not rates_dir.exists():
+        shutil.copytree(default_rate_dir(), rates_dir)
     return HubSettings(
-        zone=UTC, rule_set=default_rule_set(), rate_book=RateBook.load(default_rate_dir()),
-        rates_dir=default_rate_dir(), exports_dir=tmp_path / "exports",
+        zone=UTC, rule_set=default_rule_set(), rate_book=RateBook.load(rates_dir),
+        rates_dir=rates_dir, exports_dir=tmp_path / "exports",
         export_signer=signer or Signer.generate(), publish_route=publish_route,
     )
 

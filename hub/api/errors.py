@@ -38,17 +38,22 @@ class Problem(BaseModel):
     errors: list[FieldProblem] = []
 
 
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def _documented(code: int) -> dict[str, Any]:
+    return {"model": Problem, "description": HTTPStatus(code).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "description": HTTPStatus(code).phrase}
-    for code in (401, 403, 422)
-}
+    code: _documented(code) for code in (401, 403, 422)}
 """The errors every authenticated route can answer, for the OpenAPI document."""
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``PROBLEM_RESPONSES`` plus route-specific codes (404, 409, 503…)."""
-    extra = {code: {"model": Problem, "description": HTTPStatus(code).phrase} for code in codes}
-    return {**PROBLEM_RESPONSES, **extra}
+    return {**PROBLEM_RESPONSES, **{code: _documented(code) for code in codes}}
 
 
 def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None,
@@ -56,7 +61,7 @@ def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None
     body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail,
                    errors=[FieldProblem(**e) for e in errors or []])
     return JSONResponse(body.model_dump(), status_code=status, headers=headers,
-                        media_type="application/problem+json")
+                        media_type=PROBLEM_MEDIA_TYPE)
 
 
 def install_error_handlers(app: FastAPI) -> None:
