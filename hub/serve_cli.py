@@ -8,6 +8,7 @@ ever from a 0600 file or a variable, never an option (``ps`` shows options).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from contextlib import ExitStack
@@ -82,7 +83,8 @@ def serve(
         settings = http.hub_settings(
             timezone=timezone, rules=rules, rates=rates, exports_dir=exports_dir,
             hub_key=hub_key, secure_cookies=secure_cookies, offline_after_s=offline_after_s,
-            publish_route=lambda route: publish_route(route, broker))
+            publish_route=lambda route: publish_route(
+                route, broker, client_id=f"meterhub-routes-{os.getpid()}"))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
