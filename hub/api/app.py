@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hub.export.manifest import installed_version
 from hub.api.audit import install_request_audit
 from hub.api.auth import LoginRequired, principal_of
 from hub.api.errors import install_error_handlers
@@ -38,6 +39,7 @@ from hub.api.routes import (
 )
 from hub.api.runner import CycleRunner
 from hub.api.settings import HubSettings
+from hub.export.manifest import installed_version
 from hub.store import Store
 from hub.web import login
 from hub.web.pages import bills as bill_pages
@@ -46,7 +48,7 @@ from hub.web.pages import cycles as cycle_pages
 from hub.web.pages import exceptions as exception_pages
 from hub.web.pages import exports as export_pages
 from hub.web.pages import meters as meter_pages
-from hub.web.render import templates
+from hub.web.render import NAV, templates
 
 API_PREFIX = "/api/v1"
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -102,30 +104,16 @@ def _install_page_errors(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(API_PREFIX) or request.url.path == "/metrics":
             return await api_handler(request, exc)
-        who = principal_of(request, request.app.state.store)
+        who = await run_in_threadpool(principal_of, request, request.app.state.store)
         message = exc.detail if isinstance(exc.detail, str) else "Something went wrong."
         return templates.TemplateResponse(request, "error.html", {
-            "who": who, "csrf": who.csrf if who else "", "nav": _nav(),
+            "who": who, "csrf": who.csrf if who else "", "nav": NAV,
             "path": request.url.path, "title": f"{exc.status_code}", "message": message,
         }, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-
-def _nav() -> tuple[tuple[str, str], ...]:
-    from hub.web.render import NAV  # noqa: PLC0415 - avoid a cycle at import
-
-    return NAV
-
-
-def _quote(path: str) -> str:
-    from urllib.parse import quote  # noqa: PLC0415
-
-    return quote(path, safe="/")
-
-
-__all__ = ["API_PREFIX", "HTMLResponse", "create_app"]

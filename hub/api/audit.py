@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from hub.edits.audit import record
 
@@ -28,13 +29,16 @@ def install_request_audit(app: FastAPI) -> None:
         if request.method in MUTATING:
             principal = getattr(request.state, "principal", None)
             actor = principal.actor if principal is not None else "anonymous"
-            try:
-                with request.app.state.store.begin() as conn:
-                    record(conn, actor=actor, action=f"http.{request.method.lower()}",
-                           reason=request.url.path[:1000],
-                           after={"status": response.status_code,
-                                  "client": request.client.host if request.client else None})
-            except Exception:
-                log.exception("could not audit %s %s by %s", request.method, request.url.path,
-                              actor)
+            await run_in_threadpool(_record, request, actor, response.status_code)
         return response
+
+
+def _record(request: Request, actor: str, status: int) -> None:
+    try:
+        with request.app.state.store.begin() as conn:
+            record(conn, actor=actor, action=f"http.{request.method.lower()}",
+                   reason=request.url.path[:1000],
+                   after={"status": status,
+                          "client": request.client.host if request.client else None})
+    except Exception:
+        log.exception("could not audit %s %s by %s", request.method, request.url.path, actor)

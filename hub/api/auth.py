@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from hub.access.roles import Role
 from hub.access.tokens import authenticate
@@ -69,7 +70,8 @@ def require(role: Role, *, page: bool = False) -> Callable[[Request], object]:
 
     async def dependency(request: Request) -> Principal:
         store: Store = request.app.state.store
-        principal = principal_of(request, store)
+        # the store is blocking I/O: off the event loop, as FastAPI does for plain routes
+        principal = await run_in_threadpool(principal_of, request, store)
         if principal is None:
             if page:
                 raise LoginRequired

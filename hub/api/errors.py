@@ -47,7 +47,7 @@ def _documented(code: int) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: _documented(code) for code in (401, 403, 422)}
+    code: _documented(code) for code in (400, 401, 403, 422)}
 """The errors every authenticated route can answer, for the OpenAPI document."""
 
 
