@@ -30,6 +30,7 @@ import base64
 import hashlib
 import os
 import re
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class BrokerAccount:
 
     username: str
     password_hash: str
+
+
+def new_broker_password() -> str:
+    """A collector's broker password: 256 random bits, URL-safe (only its hash is kept)."""
+    return secrets.token_urlsafe(32)
 
 
 def mosquitto_password_hash(password: str, *, salt: bytes | None = None,

@@ -8,7 +8,6 @@ written once to a file (mode 0600) for the gateway, or printed once.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_agent.files import write_atomic
-from hub.broker_config import mosquitto_password_hash
+from hub.broker_config import mosquitto_password_hash, new_broker_password
 from hub.store import Store
 from hub.store.collectors import (
     CollectorError,
@@ -83,7 +82,7 @@ def broker_password(path: Path | None) -> tuple[str, bool]:
             log.error("%s is empty", path)
             raise typer.Exit(2)
         return secret, False
-    return secrets.token_urlsafe(32), True
+    return new_broker_password(), True
 
 
 def save_password(path: Path, secret: str) -> None:
