@@ -241,7 +241,7 @@ def _estimate_row(conn: Connection, exception: Any, rule_set: RuleSet, zone: tzi
         made = estimate(facts, history, cycle.target, settings, later=later,
                         method=EstimationMethod(method) if method else None, cycle=cycle.id)
     except CannotEstimate as exc:
-        raise ResolveError(f"cannot estimate meter {exception.meter}: {exc}") from None
+        raise ResolveError(str(exc)) from None  # it names the meter and why
     read = dataclasses.replace(made.read, reason=reason)
     return billing_row(cycle.id, facts, read, f"estimated by an operator: {made.explanation}",
                        now, origin=EDITS_ORIGIN)

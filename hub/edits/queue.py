@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from hub.edits.audit import AuditEntry, entries
 from hub.store.tables import billing_reads, edit_exceptions
@@ -57,6 +57,26 @@ def list_exceptions(conn: Connection, *, cycle: str | None = None, status: str |
                     meter: str | None = None, account: str | None = None,
                     limit: int | None = None, offset: int = 0) -> list[ExceptionItem]:
     """Exceptions matching every filter given, most severe first, then oldest first."""
+    query = exceptions_query(cycle=cycle, status=status, severity=severity, rule=rule,
+                             meter=meter, account=account)
+    most_severe_first = case({name: -rank for rank, name in enumerate(SEVERITIES)},
+                             value=edit_exceptions.c.severity, else_=1)
+    query = query.order_by(most_severe_first, edit_exceptions.c.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_item(r) for r in conn.execute(query)]
+
+
+def count_exceptions(conn: Connection, **filters: str | None) -> int:
+    """How many exceptions :func:`list_exceptions` would give with the same filters."""
+    query = exceptions_query(**filters)
+    return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+
+def exceptions_query(*, cycle: str | None = None, status: str | None = None,
+                     severity: str | None = None, rule: str | None = None,
+                     meter: str | None = None, account: str | None = None) -> Select[Any]:
+    """The exceptions matching every filter given (None: any), unordered."""
     query = select(edit_exceptions)
     for column, value in ((edit_exceptions.c.cycle, cycle), (edit_exceptions.c.status, status),
                           (edit_exceptions.c.severity, severity),
@@ -64,12 +84,7 @@ def list_exceptions(conn: Connection, *, cycle: str | None = None, status: str |
                           (edit_exceptions.c.account, account)):
         if value is not None:
             query = query.where(column == value)
-    most_severe_first = case({name: -rank for rank, name in enumerate(SEVERITIES)},
-                             value=edit_exceptions.c.severity, else_=1)
-    query = query.order_by(most_severe_first, edit_exceptions.c.id).offset(offset)
-    if limit is not None:
-        query = query.limit(limit)
-    return [_item(r) for r in conn.execute(query)]
+    return query
 
 
 def get_exception(conn: Connection, exception_id: int) -> ExceptionDetail | None:

@@ -31,16 +31,21 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from hub.api.pagination import PageParams
 from hub.api.settings import HubSettings
 from hub.edits.actions import Action, resolve
 from hub.edits.audit import AuditEntry
 from hub.edits.model import EstimationMethod, Severity
-from hub.edits.queue import STATUSES, ExceptionDetail, get_exception, list_exceptions
+from hub.edits.queue import (
+    STATUSES,
+    ExceptionDetail,
+    count_exceptions,
+    get_exception,
+    list_exceptions,
+)
 from hub.store import Store
-from hub.store.tables import edit_exceptions
 from protocols.read import REGISTER_RE
 from protocols.scalars import ScalarError, parse_decimal
 
@@ -197,11 +202,7 @@ def exceptions_page(conn: Connection, filters: Filters, params: PageParams
     """A page of the queue in its order, and how many match in all."""
     given = asdict(filters)
     items = list_exceptions(conn, **given, limit=params.limit, offset=params.offset)
-    count = select(func.count()).select_from(edit_exceptions)
-    for name, value in given.items():
-        if value is not None:
-            count = count.where(edit_exceptions.c[name] == value)
-    return [ExceptionOut.model_validate(i) for i in items], int(conn.execute(count).scalar_one())
+    return [ExceptionOut.model_validate(i) for i in items], count_exceptions(conn, **given)
 
 
 def exception_detail(conn: Connection, exception_id: int) -> ExceptionDetailOut | None:

@@ -19,7 +19,7 @@ from hub.store.tables import cycle_runs
 
 router = APIRouter(tags=["runs"])
 
-CycleId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+CycleId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
                               description="Cycle id, as imported (e.g. C2026-11).")]
 
 
