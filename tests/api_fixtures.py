@@ -14,9 +14,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -74,6 +76,22 @@ class HubApi:
             answer = http.post(f"/api/v1/cycles/{cycle}/runs", json={"step": step, **options})
         assert answer.status_code == 202, answer.text
         return self.wait_run(answer.json()["id"])
+
+
+@contextmanager
+def logged_in(hub: HubApi, role: str) -> Iterator[httpx.Client]:
+    """A client holding ``role``'s session cookie, as a browser has after the login form."""
+    with httpx.Client(base_url=hub.url, timeout=30) as http:
+        answer = http.post("/login", data={"user": role, "password": password_of(role)})
+        assert answer.status_code == 303, answer.text
+        yield http
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of the first form on ``page``, as a browser would post it."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
 
 
 def hub_settings(tmp_path: Path, *, publish_route: RoutePublisher | None = None,

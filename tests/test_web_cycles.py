@@ -9,32 +9,15 @@ from __future__ import annotations
 import html
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from sqlalchemy import select
 
 from hub.store.tables import audit_log, billing_reads
-from tests.api_fixtures import HubApi, password_of
+from tests.api_fixtures import csrf_of, logged_in
 from tests.test_api_cycles import hub_with_broker, working_cycle
 from tests.test_reread import receive_route
-
-
-@contextmanager
-def logged_in(hub: HubApi, role: str) -> Iterator[httpx.Client]:
-    """A client holding ``role``'s session cookie, as a browser would after logging in."""
-    with httpx.Client(base_url=hub.url, timeout=30) as http:
-        answer = http.post("/login", data={"user": role, "password": password_of(role)})
-        assert answer.status_code == 303, answer.text
-        yield http
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
 
 
 def flash_of(page: str) -> str:

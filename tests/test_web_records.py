@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from html import unescape
 
@@ -22,27 +20,11 @@ from hub.store.tables import collectors, exports
 from hub.web.chart import HATCH_ID
 from hub.web.render import money
 from protocols.mqtt_contract import Status
-from tests.api_fixtures import password_of
+from tests.api_fixtures import csrf_of, logged_in
 from tests.test_api_records import metered_history
 from tests.test_billing_store import billed_cycle
 
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@contextmanager
-def logged_in(hub_api, role: str) -> Iterator[httpx.Client]:
-    """A client holding ``role``'s session cookie, as the login form gave it."""
-    with httpx.Client(base_url=hub_api.url, timeout=30) as http:
-        answer = http.post("/login", data={"user": role, "password": password_of(role),
-                                           "next": "/collectors"})
-        assert answer.status_code == 303, answer.text
-        yield http
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "the page has no form with a CSRF token"
-    return found.group(1)
 
 
 def rows(html: str, testid: str) -> list[str]:
