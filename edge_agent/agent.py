@@ -7,7 +7,9 @@ the loop keeps the buffer healthy (pruning acked reads past retention and
 reporting its depth), the collector polls every configured meter on its
 lanes, a single writer signs and buffers what the polls return, and each
 meter's health is saved for ``edge-agent status`` (MQTT sync joins with its
-issue).
+issue). With a ``[metrics]`` section the agent also serves Prometheus metrics
+(edge_agent/metrics.py), started with the agent so a bad token file or a port
+in use stops it at start.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from edge_agent.config import AgentConfig
 from edge_agent.health import HealthBoard
 from edge_agent.keys import load_signer, passphrase_from_env
 from edge_agent.meter_plan import plan_meters
+from edge_agent.metrics import EdgeMetrics, serve_metrics
 from edge_agent.sync import SyncClient
 from protocols.signing import Signer
+from protocols.web_server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +48,25 @@ class Agent:
     config: AgentConfig
     signer: Signer
     buffer: EdgeBuffer
+    metrics: EdgeMetrics | None = None
+    metrics_server: WebServer | None = None
 
     @classmethod
     def start(cls, config: AgentConfig) -> Agent:
-        """Load the key (refusing a readable one), open the buffer, check its tip."""
+        """Load the key (refusing a readable one), open the buffer, check its tip.
+
+        With ``[metrics]``, also start serving metrics (:class:`MetricsError` if it cannot).
+        """
         signer = load_signer(
             config.key.path, passphrase=passphrase_from_env(config.key.passphrase_env)
         )
         buffer = open_buffer(config, signer=signer)
+        metrics = server = None
         try:
             buffer.check_tip()
+            if config.metrics is not None:
+                metrics = EdgeMetrics(buffer, collector=config.collector, version=__version__)
+                server = serve_metrics(config.metrics, metrics)
         except BaseException:
             buffer.close()
             raise
@@ -62,7 +75,7 @@ class Agent:
             "agent %s started: key %s, buffer %s at seq %d with %d unacked",
             config.collector, signer.key_id, config.buffer.path, stats.last_seq, stats.pending,
         )
-        return cls(config, signer, buffer)
+        return cls(config, signer, buffer, metrics, server)
 
     def housekeeping(self) -> None:
         pruned = self.buffer.prune()
@@ -86,13 +99,16 @@ class Agent:
         writer = BufferWriter(self.buffer).start()
         health = HealthBoard({plan.serial: plan.protocol.value for plan in plans})
         collector = Collector(
-            plans, collection=self.config.collection, sink=writer.submit, health=health
+            plans, collection=self.config.collection, sink=writer.submit, health=health,
+            metrics=self.metrics,
         )
         polling = threading.Thread(target=collector.run, args=(stop,), name="collector")
         polling.start()
         syncing = None
         if self.config.sync is not None:
             sync = SyncClient(self.buffer, self.config.sync, version=__version__)
+            if self.metrics is not None:
+                self.metrics.watch_sync(sync)
             syncing = threading.Thread(target=sync.run, args=(stop,), name="sync")
             syncing.start()
         health_path = Path(self.config.collection.health_path)
@@ -118,6 +134,8 @@ class Agent:
         log.info("agent %s stopped: %d reads buffered", self.config.collector, writer.appended)
 
     def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()  # before the buffer it reads goes away
         self.buffer.close()
 
 

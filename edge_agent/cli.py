@@ -39,10 +39,11 @@ from edge_agent.keys import (
     load_signer,
     passphrase_from_env,
 )
+from edge_agent.metrics import MetricsError
 from edge_agent.profiles_cli import profiles_app
 from protocols.batch import MAX_BATCH_READS, encode_batch
 from protocols.errors import ReadError
-from protocols.logs import configure_logging
+from protocols.logs import LOG_FORMAT_ENV, LogFormat, configure_logging
 from protocols.signing import load_public_key, public_key_pem, public_key_raw_b64
 
 app = typer.Typer(
@@ -103,11 +104,15 @@ def main(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar=LOG_FORMAT_ENV, case_sensitive=False,
+        help="text (for people and the journal) or json (one object per line, for a log "
+             "shipper).")] = LogFormat.TEXT,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    configure_logging(log_level, err)
+    configure_logging(log_level, err, log_format)
 
 
 @contextmanager
@@ -115,7 +120,7 @@ def _user_errors() -> Iterator[None]:
     """Turn errors a person can fix into one log line and exit code 1 or 2, no traceback."""
     try:
         yield
-    except (ConfigError, KeyFileError, SchemaError) as exc:
+    except (ConfigError, KeyFileError, SchemaError, MetricsError) as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from None
     except (EdgeBufferError, ReadError) as exc:

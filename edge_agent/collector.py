@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from edge_agent.clock import ntp_synced
 from edge_agent.drivers import LaneLinks
@@ -37,6 +38,9 @@ from protocols.channels import Protocol
 from protocols.driver import MeterDriver, MeterError, MeterSample
 from protocols.errors import ReadError
 from protocols.read import METER_RE, ClockQuality, Reading, RegisterValue
+
+if TYPE_CHECKING:
+    from edge_agent.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,14 @@ class Collector:
         sink: Sink,
         health: HealthBoard | None = None,
         clock: Callable[[], datetime] = utc_now,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         self.collection = collection
         self.sink = sink
         self.health = health or HealthBoard({p.serial: p.protocol.value for p in plans})
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_meters(p.serial for p in plans)
         self._clock = clock
         self._random = random.Random()  # noqa: S311 - jitter, not security
         self.lanes = _lanes(plans, collection.tcp_lanes)
@@ -149,6 +157,8 @@ class Collector:
                             plan.serial, attempt, attempts, exc.kind, exc)
                 if attempt == attempts:
                     self.health.failure(plan.serial, collected_at, exc)
+                    if self.metrics is not None:
+                        self.metrics.poll_failed(plan.serial, exc)
                     return False
                 backoff = self.collection.retry_backoff_s * 2 ** (attempt - 1)
                 if stop.wait(backoff * (1 + self._random.random() / 4)):
@@ -160,6 +170,8 @@ class Collector:
             if readings:
                 self.sink(readings)
             self.health.success(plan.serial, collected_at)
+            if self.metrics is not None:
+                self.metrics.poll_succeeded(plan.serial)
             return True
         return False
 

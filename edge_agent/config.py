@@ -25,6 +25,8 @@ Example ``edge-agent.toml``::
     # What to poll: see edge_agent/meter_config.py for [collection], [[bus]], [[meter]].
     # Where to send reads: see edge_agent/sync_config.py for [sync] (none: buffer only).
     # A technician's handheld: see edge_agent/handheld_config.py for [handheld].
+    # Prometheus metrics: see edge_agent/metrics.py for [metrics] (listen_host, listen_port,
+    # token_file).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from edge_agent.handheld_config import HandheldSection
 from edge_agent.keys import PASSPHRASE_ENV
 from edge_agent.meter_config import BusConfig, CollectionSection, MeterConfig
 from edge_agent.meter_plan import MeterPlanError, plan_meters
+from edge_agent.metrics import MetricsSection
 from edge_agent.sync_config import SyncSection
 from protocols.read import COLLECTOR_RE
 
@@ -88,6 +91,7 @@ class AgentConfig(_Section):
     meter: list[MeterConfig] = Field(default_factory=list)
     sync: SyncSection | None = None
     handheld: HandheldSection | None = None
+    metrics: MetricsSection | None = None
 
     @property
     def buses(self) -> dict[str, BusConfig]:
@@ -131,6 +135,7 @@ def load_config(path: Path) -> AgentConfig:
             }),
             "sync": config.sync.resolved(base) if config.sync else None,
             "handheld": config.handheld.resolved(base) if config.handheld else None,
+            "metrics": config.metrics.resolved(base) if config.metrics else None,
         }
     )
     try:

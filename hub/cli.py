@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.access_cli import tokens_app, users_app
 from hub.collectors_cli import collectors_app
 from hub.cycle_cli import cycle_app
 from hub.exceptions_cli import audit_command, exceptions_app
@@ -23,7 +24,7 @@ from hub.store_cli import db_app, reads_app
 from hub.verify_file import verify_batch_file
 from protocols.chain import ChainTip
 from protocols.errors import ReadError
-from protocols.logs import configure_logging
+from protocols.logs import LOG_FORMAT_ENV, LogFormat, configure_logging
 from protocols.scalars import format_instant
 from protocols.signing import PublicKeyError, load_public_key
 
@@ -49,12 +50,16 @@ def main(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar=LOG_FORMAT_ENV, case_sensitive=False,
+        help="text (for people and the journal) or json (one object per line, for a log "
+             "shipper).")] = LogFormat.TEXT,
     db: Annotated[str, typer.Option(
         "--db", envvar="METERHUB_DB", show_default=True,
         help="Hub store: sqlite:///path or postgresql+psycopg://user@host/db.",
     )] = DEFAULT_URL,
 ) -> None:
-    configure_logging(log_level, err)
+    configure_logging(log_level, err, log_format)
     ctx.obj = {"db": db}
 
 
@@ -67,6 +72,8 @@ app.add_typer(exceptions_app, name="exceptions")
 app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
 app.add_typer(rates_app, name="rates")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(users_app, name="users")
 app.command("audit")(audit_command)
 app.command("serve")(serve)
 app.command("broker-config")(broker_config)

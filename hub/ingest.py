@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -52,6 +52,9 @@ from protocols.errors import (
 )
 from protocols.mqtt_contract import Ack, ContractError, Rejection, parse_topic
 from protocols.signing import verify_signature
+
+if TYPE_CHECKING:
+    from hub.metrics import HubMetrics
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +219,27 @@ class Ingestor:
     """Authenticates and stores batches; safe to run in several workers against one store."""
 
     def __init__(self, store: Store, *, gap_wait_s: float = GAP_WAIT_S,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 metrics: HubMetrics | None = None):
+        """``metrics``: where every message's outcome, latency and read age are counted."""
         self.store = store
         self.gap_wait_s = gap_wait_s
         self._clock = clock
+        self.metrics = metrics
 
     def ingest(self, topic: str, payload: bytes) -> IngestOutcome:
+        if self.metrics is None:
+            return self._ingest(topic, payload)
+        started = time.perf_counter()
+        try:
+            outcome = self._ingest(topic, payload)
+        except Exception:
+            self.metrics.observe_failure(time.perf_counter() - started)
+            raise
+        self.metrics.observe_batch(outcome, time.perf_counter() - started)
+        return outcome
+
+    def _ingest(self, topic: str, payload: bytes) -> IngestOutcome:
         received_at = self._clock()
         try:
             collector_id, kind = parse_topic(topic)
@@ -268,6 +286,9 @@ class Ingestor:
                                 received_at=received_at)
                 if refusal is not None and refusal.reason != "seq_gap":
                     self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
+        if self.metrics is not None and verdict.new_rows:  # committed: count its age
+            oldest = min(row["read_at"] for row in verdict.new_rows)
+            self.metrics.observe_read_age((received_at - oldest).total_seconds())
         rejected = refusal.rejected if refusal else ()
         return IngestOutcome(collector_id, Ack(through, rejected), len(verdict.new_rows),
                              verdict.duplicates, refusal)

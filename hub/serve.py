@@ -8,6 +8,15 @@ paho's message callback and PUBACKed by hand only after the store's commit
 unacknowledged at the broker as well as at the edge, and nothing is lost.
 The hub's ack to the edge is published after the store's commit.
 
+Every worker also subscribes, plainly, to each collector's status topic
+(birth ``online`` with buffer depth, last will ``offline``, both retained)
+and keeps ``collector_status`` current: recording a status is idempotent and
+ignores one older than what is stored, so several workers writing the same
+message agree, and a worker that starts late learns every state from the
+retained messages at once. A status from a collector the hub has not
+enrolled (or has revoked), or one that breaks the contract, is logged once
+and dropped; it never stops ingest.
+
 Reconnection is paho's own (exponential back-off from 1 s to 30 s): a hub
 is one or a few processes, so there is no thundering herd to spread out —
 unlike thousands of gateways, which add jitter (edge_agent/sync.py).
@@ -20,6 +29,7 @@ import os
 import secrets
 import socket
 import threading
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,14 +37,30 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.ingest import GAP_WAIT_S, Ingestor
 from hub.store import Store
+from hub.store.collector_status import record_status
+from hub.store.collectors import find_collector
 from hub.verifier import BackgroundVerifier
 from protocols.broker_settings import BrokerSettings
-from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION, ack_topic, encode_ack
+from protocols.mqtt_contract import (
+    SHARED_READS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    ContractError,
+    ack_topic,
+    decode_status,
+    encode_ack,
+    parse_topic,
+)
+
+if TYPE_CHECKING:
+    from hub.metrics import HubMetrics
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+MAX_REMEMBERED_DROPS = 10_000
+"""Senders of dropped status messages remembered (to log each once): bounded, so a flood of
+junk topics cannot grow a worker's memory (past it, each is logged once more)."""
 
 
 class IngestWorker:
@@ -44,18 +70,22 @@ class IngestWorker:
         self, store: Store, broker: BrokerSettings, *,
         subscription: str = SHARED_READS_SUBSCRIPTION, client_id: str | None = None,
         verifier_processes: int | None = None, verify: bool = True,
-        gap_wait_s: float = GAP_WAIT_S,
+        gap_wait_s: float = GAP_WAIT_S, metrics: HubMetrics | None = None,
     ) -> None:
+        """``metrics``: counts every batch and status message (see :mod:`hub.metrics`)."""
         self.store = store
         self.broker = broker
         self.subscription = subscription
         # unique per worker: a broker disconnects the older of two clients with one id
         self.client_id = client_id or (
             f"meterhub-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
-        self.ingestor = Ingestor(store, gap_wait_s=gap_wait_s)
+        self.metrics = metrics
+        self.ingestor = Ingestor(store, gap_wait_s=gap_wait_s, metrics=metrics)
         self.verifier = BackgroundVerifier(store, processes=verifier_processes) if verify else None
         self.connected = threading.Event()
         self.batches = 0
+        self.statuses = 0
+        self._dropped: set[tuple[str, str]] = set()
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -99,9 +129,10 @@ class IngestWorker:
         if reason.is_failure:
             log.error("broker refused hub worker %s: %s", self.client_id, reason)
             return
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe([(self.subscription, 1), (STATUS_SUBSCRIPTION, 1)])
         self.connected.set()
-        log.info("hub worker %s connected; subscribed to %s", self.client_id, self.subscription)
+        log.info("hub worker %s connected; subscribed to %s and %s", self.client_id,
+                 self.subscription, STATUS_SUBSCRIPTION)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
                        reason: ReasonCode, _properties: object) -> None:
@@ -111,6 +142,10 @@ class IngestWorker:
 
     def _on_message(self, client: mqtt.Client, _userdata: object,
                     message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/status"):
+            self._on_status(message)
+            client.ack(message.mid, message.qos)
+            return
         try:
             outcome = self.ingestor.ingest(message.topic, message.payload)
         except Exception:
@@ -122,3 +157,53 @@ class IngestWorker:
         self.batches += 1
         if outcome.collector is not None and outcome.ack is not None:
             client.publish(ack_topic(outcome.collector), encode_ack(outcome.ack), qos=1)
+
+    # --- collector status ----------------------------------------------------------------
+
+    def _on_status(self, message: mqtt.MQTTMessage) -> None:
+        """Record a collector's status; anything wrong with it is logged once and dropped.
+
+        Always PUBACKed: a status is republished every ``status_interval_s`` and
+        kept retained, so one lost to a store failure is replaced soon.
+        """
+        if not message.payload:  # a retained status being cleared
+            return
+        try:
+            collector, _ = parse_topic(message.topic)
+        except ContractError as exc:
+            self._drop(message.topic, "malformed", str(exc))
+            return
+        try:
+            status = decode_status(message.payload)
+        except ContractError as exc:
+            self._drop(collector, "malformed", str(exc))
+            return
+        try:
+            with self.store.begin() as conn:
+                known = find_collector(conn, collector)
+                kept = known is not None and known.active and record_status(
+                    conn, collector, status)
+        except Exception:
+            log.exception("could not record the %s status of %s", status.state, collector)
+            return
+        if known is None or not known.active:
+            self._drop(collector, "unknown_collector",
+                       "not an enrolled collector" if known is None else "revoked")
+            return
+        self.statuses += 1
+        if self.metrics is not None:
+            self.metrics.observe_status("recorded" if kept else "stale")
+        log.debug("%s says %s (buffer depth %s)%s", collector, status.state,
+                  status.buffer_depth, "" if kept else "; older than the stored status")
+
+    def _drop(self, sender: str, outcome: str, why: str) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_status(outcome)
+        if (sender, outcome) in self._dropped:
+            return
+        if len(self._dropped) >= MAX_REMEMBERED_DROPS:
+            self._dropped.clear()  # start over rather than grow, or go silent
+        self._dropped.add((sender, outcome))
+        log.warning("dropped a status message from %s (%s): %s; further ones are dropped "
+                    "without a word", sender, outcome, why)
+
