@@ -20,11 +20,13 @@ import csv
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -315,10 +317,13 @@ def step_sync(work: Path, gateway: Path) -> int:
         with (gateway / "edge-agent.toml").open("a") as config:
             config.write(f'\n[sync]\nport = {broker.port}\npassword_file = "mqtt.password"\n'
                          "linger_s = 0.2\nbatch_size = 200\n")
+        sh("meterhub", "--db", db, "tokens", "create", "prometheus", "--role", "viewer",
+           "--out", "prometheus.token", cwd=work)
         hub = _background(work, "hub.log", "meterhub", "--log-level", "info", "--db", db, "serve",
                           "--broker-port", str(broker.port), "--broker-password-file",
-                          "hub.password")
+                          "hub.password", "--http-port", "0", "--exports-dir", "exports")
         _wait_for_line(work / "hub.log", "subscribed to", hub)
+        hub_url = _hub_url(work / "hub.log")
         agent = _background(gateway, "agent.log", "edge-agent", "--log-level", "info", "run")
         try:
             with EdgeBuffer(gateway / "buffer.sqlite", collector=COLLECTOR) as buffer:
@@ -335,6 +340,7 @@ def step_sync(work: Path, gateway: Path) -> int:
                         time.sleep(0.1)
                     progress.update(task, completed=last)
             _wait_verified(work, db)
+            _show_metrics(hub_url, (work / "prometheus.token").read_text().strip())
         finally:
             for process in (agent, hub):
                 process.send_signal(signal.SIGTERM)
@@ -494,6 +500,31 @@ def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> No
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"demo step failed: no '{text}' in {log}")
         time.sleep(0.1)
+
+
+def _hub_url(log: Path) -> str:
+    """The address ``meterhub serve --http-port 0`` says it serves the API on."""
+    found = re.search(r"API and operator pages on (http://\S+)", log.read_text(errors="replace"))
+    if found is None:
+        raise SystemExit(f"demo step failed: the hub did not say where its API is ({log})")
+    return found.group(1).rstrip(".,)")
+
+
+INGEST_METRICS = ("meterhub_reads_ingested_total", "meterhub_batches_total",
+                  "meterhub_reads_rejected_total", "meterhub_ingest_latency_seconds_count",
+                  "meterhub_reads_pending_verification")
+
+
+def _show_metrics(hub_url: str, token: str) -> None:
+    """Scrape the hub's /metrics as Prometheus would (with its viewer token) and show ingest."""
+    request = urllib.request.Request(f"{hub_url}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    console.print(f"  GET {hub_url}/metrics (a viewer token, as Prometheus scrapes it):")
+    for line in text.splitlines():
+        if line.startswith(INGEST_METRICS):
+            console.print(f"    {line}")
 
 
 def _wait_verified(work: Path, db: str) -> None:

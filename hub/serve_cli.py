@@ -30,6 +30,7 @@ from hub.broker_config import (
 )
 from hub.collectors_cli import broker_password, open_store, save_password
 from hub.gc_tuning import tune_garbage_collector
+from hub.metrics import HubMetrics, metrics_route
 from hub.reread_store import publish_route
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
@@ -89,9 +90,11 @@ def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with open_store(ctx) as store:
+        metrics = HubMetrics(store, offline_after_s=offline_after_s)
         try:
             worker = IngestWorker(store, broker, subscription=subscription,
-                                  verifier_processes=verifier_processes, verify=not no_verifier)
+                                  verifier_processes=verifier_processes, verify=not no_verifier,
+                                  metrics=metrics)
         except BrokerCredentialError as exc:
             log.error("%s", exc)
             raise typer.Exit(2) from None
@@ -101,7 +104,8 @@ def serve(
             if settings is not None:
                 runner = CycleRunner(store, settings).start()
                 running.callback(runner.stop)
-                app = create_app(store, settings, runner=runner)
+                app = create_app(store, settings, runner=runner,
+                                 metrics=metrics_route(metrics))
                 try:
                     server = WebServer(app, http_host, http_port, name="hub API").start()
                 except OSError as exc:

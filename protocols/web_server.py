@@ -38,7 +38,9 @@ class WebServer:
             raise
         bound = self._socket.getsockname()
         self.host, self.port = str(bound[0]), int(bound[1])
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+        # log_config=None: uvicorn's lines go through the process's own handlers (JSON logs)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                                log_config=None)
         self.name = name
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={

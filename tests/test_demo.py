@@ -1,5 +1,6 @@
 """`make demo` keeps working: a small run of the same script, checked for what it claims."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ def test_demo_runs_and_catches_the_forgery(tmp_path):
     assert "forgeries caught" in out
     assert "one unbroken chain from seq 1" in out             # synced over MQTT, stored once
     assert "over MQTT, stored once, each signature verified" in out
+    ingested = re.search(r"meterhub_reads_ingested_total (\S+)", out)   # /metrics, scraped
+    stored = re.search(r"│ gw-0001\s+│\s+(\d+) │\s+0 │\s+(\d+) │\s+0 │", out)  # reads status
+    assert ingested and stored and float(ingested.group(1)) == int(stored.group(2)) > 120
+    assert re.search(r'meterhub_batches_total\{outcome="stored"\} [1-9]', out)
     assert "cycle C2026-11" in out                           # imported and reconciled
     assert "46 meters missing" in out                        # 10 polled of the 56 on routes
     assert (tmp_path / "run" / "reread-route.json").exists()

@@ -4,8 +4,7 @@
   ``/api/v1/openapi.json`` and browsable at ``/api/v1/docs``;
 - ``/login``, ``/cycles``, ``/exceptions``, …: the operator pages (session);
 - ``/healthz``: unauthenticated liveness (says nothing but "ok");
-- ``/metrics``: Prometheus text (a viewer token, or open with
-  ``--metrics-open`` for a scraper on a private network).
+- ``/metrics``: Prometheus text, for a viewer token (see :mod:`hub.metrics`).
 
 Example::
 
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,7 +59,8 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     bill_pages.router, export_pages.router, collector_pages.router,
 )
 
-MetricsRoute = Callable[[Request], PlainTextResponse]
+MetricsRoute = Callable[..., Response]
+"""The ``/metrics`` endpoint (:func:`hub.metrics.metrics_route`)."""
 
 
 def create_app(store: Store, settings: HubSettings, *, runner: CycleRunner | None = None,
