@@ -58,6 +58,6 @@ def start_meter_sim_fleet(work: Path, fleet: dict, output: Path, *options: str,
 
 
 # Fixtures shared across modules: hub stores on SQLite and PostgreSQL, private brokers.
+from tests.api_fixtures import hub_api  # noqa: E402, F401
 from tests.hub_fixtures import store, store_url  # noqa: E402, F401
 from tests.mqtt_fixtures import mosquitto, mosquitto_factory  # noqa: E402, F401
-from tests.api_fixtures import hub_api  # noqa: E402, F401

@@ -16,11 +16,11 @@ import httpx
 from sqlalchemy import select
 
 from hub.store.collector_status import record_status
-from hub.store.tables import collectors, exports
+from hub.store.tables import audit_log, collectors, exports
 from hub.web.chart import HATCH_ID
 from hub.web.render import money
 from protocols.mqtt_contract import Status
-from tests.api_fixtures import csrf_of, logged_in
+from tests.api_fixtures import csrf_of, logged_in, password_of
 from tests.test_api_records import metered_history
 from tests.test_billing_store import billed_cycle
 
@@ -158,3 +158,21 @@ def test_an_operator_verifies_an_export_from_the_page(hub_api):
     assert re.search(r'data-testid="export-status">FAILED', bad)
     with hub_api.store.connect() as conn:
         assert conn.execute(select(exports.c.verified_ok)).scalar_one() is False
+
+
+def test_a_user_name_with_too_many_wrong_passwords_waits_even_with_the_right_one(hub_api):
+    with httpx.Client(base_url=hub_api.url, timeout=30) as http:
+        for _ in range(5):
+            wrong = http.post("/login", data={"user": "operator", "password": "not-the-one-1"})
+            assert wrong.status_code == 401
+        right = http.post("/login", data={"user": "operator",
+                                          "password": password_of("operator")})
+        other = http.post("/login", data={"user": "viewer", "password": password_of("viewer")})
+    assert right.status_code == 429
+    assert "Too many wrong passwords" in right.text
+    assert int(right.headers["retry-after"]) > 60
+    assert other.status_code == 303  # another name is not held up
+    with hub_api.store.connect() as conn:
+        actions = [row.action for row in conn.execute(
+            select(audit_log.c.action).where(audit_log.c.action.like("login%")))]
+    assert actions.count("login.failed") == 5 and "login.throttled" in actions

@@ -48,6 +48,7 @@ from hub.web.pages import exceptions as exception_pages
 from hub.web.pages import exports as export_pages
 from hub.web.pages import meters as meter_pages
 from hub.web.render import NAV, templates
+from hub.web.throttle import LoginThrottle
 
 API_PREFIX = "/api/v1"
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -80,6 +81,7 @@ def create_app(store: Store, settings: HubSettings, *, runner: CycleRunner | Non
     app.state.store = store
     app.state.settings = settings
     app.state.runner = runner
+    app.state.login_throttle = LoginThrottle()
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     for router in PAGE_ROUTERS:

@@ -3,7 +3,8 @@
 The cookie is HttpOnly and SameSite=Strict (Secure behind HTTPS), holds only
 a random value whose hash names the session row, and dies with a logout, a
 disabled user or the end of a shift (:data:`hub.access.users.SESSION_LIFETIME`).
-Every login, failed or not, is in the audit log.
+Every login, failed or not, is in the audit log; a user name with too many
+wrong passwords is refused for a while (:mod:`hub.web.throttle`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hub.access.users import SESSION_LIFETIME, log_in, log_out
 from hub.api.auth import PAGE_VIEWER, SESSION_COOKIE, Principal
 from hub.edits.audit import record
 from hub.web.render import templates
+from hub.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -36,7 +38,7 @@ def home() -> RedirectResponse:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/cycles") -> HTMLResponse:  # noqa: A002
+def login_form(request: Request, next: str = "/cycles") -> HTMLResponse:
     return templates.TemplateResponse(request, "login.html", {
         "who": None, "next": safe_next(next), "user": "", "error": None, "title": "Log in"})
 
@@ -44,9 +46,22 @@ def login_form(request: Request, next: str = "/cycles") -> HTMLResponse:  # noqa
 @router.post("/login", response_model=None)
 def login(request: Request, user: Annotated[str, Form(max_length=128)],
           password: Annotated[str, Form(max_length=1024)],
-          next: Annotated[str, Form(max_length=2048)] = "/cycles",  # noqa: A002
+          next: Annotated[str, Form(max_length=2048)] = "/cycles",
           ) -> Response:
     store = request.app.state.store
+    throttle: LoginThrottle = request.app.state.login_throttle
+    wait = throttle.retry_after(user)
+    if wait > 0:
+        log.warning("login for %r refused: too many wrong passwords (%.0f s left)", user, wait)
+        with store.begin() as conn:
+            record(conn, actor="anonymous", action="login.throttled",
+                   reason=f"too many wrong passwords for {user!r}",
+                   after={"client": request.client.host if request.client else None})
+        return templates.TemplateResponse(request, "login.html", {
+            "who": None, "next": safe_next(next), "user": user, "title": "Log in",
+            "error": f"Too many wrong passwords for this user: try again in "
+                     f"{max(1, round(wait / 60))} minute(s)."},
+            status_code=429, headers={"Retry-After": str(int(wait) + 1)})
     with store.begin() as conn:
         opened = log_in(conn, user, password)
         record(conn, actor=user if opened else "anonymous",
@@ -54,11 +69,13 @@ def login(request: Request, user: Annotated[str, Form(max_length=128)],
                reason=None if opened else f"wrong user or password for {user!r}",
                after={"client": request.client.host if request.client else None})
     if opened is None:
+        throttle.failed(user)
         log.warning("failed login for %r from %s", user,
                     request.client.host if request.client else "?")
         return templates.TemplateResponse(request, "login.html", {
             "who": None, "next": safe_next(next), "user": user, "title": "Log in",
             "error": "Wrong user name or password."}, status_code=401)
+    throttle.succeeded(user)
     cookie, _session = opened
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_LIFETIME.total_seconds()),
