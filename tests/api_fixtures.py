@@ -2,8 +2,8 @@
 
 ``hub_api`` runs on the ``store`` fixture (SQLite and PostgreSQL). Requests go
 over a real TCP socket with httpx; the cycle runner is the real one, polling
-fast. Each role has an API token and a web user (password
-``correct-horse-<role>``) for page tests.
+fast. Each role has an API token; page tests log in as the web user of
+that name (password ``correct-horse-<role>``), made on first use.
 
 Example::
 
@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from hub.access.roles import Role
 from hub.access.tokens import create_token
@@ -36,6 +37,7 @@ from hub.api.settings import HubSettings, RoutePublisher
 from hub.edits.ruleset import default_rule_set
 from hub.rates.book import RateBook, default_rate_dir
 from hub.store import Store
+from hub.store.tables import web_users
 from protocols.signing import Signer
 from protocols.web_server import WebServer
 
@@ -58,6 +60,17 @@ class HubApi:
         """An HTTP client with ``role``'s bearer token (none: anonymous)."""
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def login_user(self, role: str) -> str:
+        """Make the web user named ``role`` (if not yet made); its password.
+
+        Made on demand: a scrypt hash takes 0.1 s, and most API tests log nobody in.
+        """
+        with self.store.begin() as conn:
+            if conn.execute(select(web_users.c.name).where(web_users.c.name == role)).first() \
+                    is None:
+                add_user(conn, role, Role(role), password_of(role))
+        return password_of(role)
 
     def wait_run(self, run_id: int, timeout_s: float = 60) -> dict[str, Any]:
         """The run once done or failed (asserting it finished in time)."""
@@ -82,7 +95,7 @@ class HubApi:
 def logged_in(hub: HubApi, role: str) -> Iterator[httpx.Client]:
     """A client holding ``role``'s session cookie, as a browser has after the login form."""
     with httpx.Client(base_url=hub.url, timeout=30) as http:
-        answer = http.post("/login", data={"user": role, "password": password_of(role)})
+        answer = http.post("/login", data={"user": role, "password": hub.login_user(role)})
         assert answer.status_code == 303, answer.text
         yield http
 
@@ -115,7 +128,6 @@ def start_hub_api(store: Store, settings: HubSettings) -> Iterator[HubApi]:
         for role in ROLES:
             tokens[role] = create_token(conn, f"test-{role}", Role(role),
                                         created_by="tests").secret
-            add_user(conn, role, Role(role), password_of(role))
     server = WebServer(app, "127.0.0.1", 0, name="hub API").start()
     try:
         yield HubApi(server.url, store, settings, runner, tokens)

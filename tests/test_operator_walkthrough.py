@@ -26,7 +26,7 @@ from sqlalchemy import update
 from hub.reread_store import publish_route
 from hub.store.tables import accounts
 from protocols.broker_settings import BrokerSettings
-from tests.api_fixtures import hub_settings, password_of, start_hub_api
+from tests.api_fixtures import hub_settings, start_hub_api
 from tests.test_edits_store import SCHEDULED, Fleet, bill_history, kwh
 from tests.test_reconcile import seed_cycle
 from tests.test_reread import receive_route
@@ -102,7 +102,7 @@ def test_an_operator_works_a_cycle_from_the_browser(operator_at_the_hub, store_u
     expect(page).to_have_url(re.compile(r"/login\?next="))
     snap(page, "01-login", db)
     page.get_by_label("User").fill("operator")
-    page.get_by_label("Password").fill(password_of("operator"))
+    page.get_by_label("Password").fill(hub.login_user("operator"))
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(re.compile(r"/cycles/C1$"))
 

@@ -20,7 +20,7 @@ from hub.store.tables import audit_log, collectors, exports
 from hub.web.chart import HATCH_ID
 from hub.web.render import money
 from protocols.mqtt_contract import Status
-from tests.api_fixtures import csrf_of, logged_in, password_of
+from tests.api_fixtures import csrf_of, logged_in
 from tests.test_api_records import metered_history
 from tests.test_billing_store import billed_cycle
 
@@ -161,13 +161,13 @@ def test_an_operator_verifies_an_export_from_the_page(hub_api):
 
 
 def test_a_user_name_with_too_many_wrong_passwords_waits_even_with_the_right_one(hub_api):
+    operator, viewer = hub_api.login_user("operator"), hub_api.login_user("viewer")
     with httpx.Client(base_url=hub_api.url, timeout=30) as http:
         for _ in range(5):
             wrong = http.post("/login", data={"user": "operator", "password": "not-the-one-1"})
             assert wrong.status_code == 401
-        right = http.post("/login", data={"user": "operator",
-                                          "password": password_of("operator")})
-        other = http.post("/login", data={"user": "viewer", "password": password_of("viewer")})
+        right = http.post("/login", data={"user": "operator", "password": operator})
+        other = http.post("/login", data={"user": "viewer", "password": viewer})
     assert right.status_code == 429
     assert "Too many wrong passwords" in right.text
     assert int(right.headers["retry-after"]) > 60
