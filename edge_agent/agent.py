@@ -53,13 +53,18 @@ class Agent:
 
     @classmethod
     def start(cls, config: AgentConfig) -> Agent:
-        """Load the key (refusing a readable one), open the buffer, check its tip.
+        """Load the key (refusing a readable one), check the broker password can be read,
+        open the buffer, check its tip.
 
         With ``[metrics]``, also start serving metrics (:class:`MetricsError` if it cannot).
         """
         signer = load_signer(
             config.key.path, passphrase=passphrase_from_env(config.key.passphrase_env)
         )
+        if config.sync is not None:
+            # A missing or world-readable broker password must stop the agent here, not
+            # leave it polling forever with nothing ever synced.
+            config.sync.password()
         buffer = open_buffer(config, signer=signer)
         metrics = server = None
         try:
@@ -96,6 +101,8 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""
         plans = plan_meters(self.config)
+        sync = (SyncClient(self.buffer, self.config.sync, version=__version__)
+                if self.config.sync is not None else None)  # before any thread starts
         writer = BufferWriter(self.buffer).start()
         health = HealthBoard({plan.serial: plan.protocol.value for plan in plans})
         collector = Collector(
@@ -105,8 +112,7 @@ class Agent:
         polling = threading.Thread(target=collector.run, args=(stop,), name="collector")
         polling.start()
         syncing = None
-        if self.config.sync is not None:
-            sync = SyncClient(self.buffer, self.config.sync, version=__version__)
+        if sync is not None:
             if self.metrics is not None:
                 self.metrics.watch_sync(sync)
             syncing = threading.Thread(target=sync.run, args=(stop,), name="sync")

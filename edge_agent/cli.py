@@ -42,6 +42,7 @@ from edge_agent.keys import (
 from edge_agent.metrics import MetricsError
 from edge_agent.profiles_cli import profiles_app
 from protocols.batch import MAX_BATCH_READS, encode_batch
+from protocols.broker_settings import BrokerCredentialError
 from protocols.errors import ReadError
 from protocols.logs import LOG_FORMAT_ENV, LogFormat, configure_logging
 from protocols.signing import load_public_key, public_key_pem, public_key_raw_b64
@@ -120,7 +121,7 @@ def _user_errors() -> Iterator[None]:
     """Turn errors a person can fix into one log line and exit code 1 or 2, no traceback."""
     try:
         yield
-    except (ConfigError, KeyFileError, SchemaError, MetricsError) as exc:
+    except (ConfigError, KeyFileError, SchemaError, MetricsError, BrokerCredentialError) as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from None
     except (EdgeBufferError, ReadError) as exc:

@@ -33,8 +33,10 @@ from edge_agent.handheld_config import HandheldSection
 from edge_agent.handheld_probe import Probe
 from edge_agent.handheld_web import LOOPBACK_NAMES, HandheldServer, create_app, is_loopback
 from edge_agent.keys import KeyFileError
+from edge_agent.metrics import MetricsError
 from edge_agent.route_store import RouteStore
 from edge_agent.sync import SyncClient
+from protocols.broker_settings import BrokerCredentialError
 from protocols.errors import ReadError
 from protocols.route_message import RouteError
 
@@ -91,7 +93,7 @@ def route(
                   "record reads signed with this handheld's key")
     try:
         serve(cfg, section, routes=load_route or [], remote=allow_remote)
-    except (ConfigError, KeyFileError, SchemaError) as exc:
+    except (ConfigError, KeyFileError, SchemaError, BrokerCredentialError, MetricsError) as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from None
     except (EdgeBufferError, ReadError, OSError) as exc:

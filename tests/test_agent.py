@@ -36,6 +36,24 @@ def test_run_starts_and_stops_cleanly_on_sigterm(gateway, cli_env):
     assert (gateway / "buffer.sqlite").exists()
 
 
+@pytest.mark.parametrize("problem, said", [
+    ("missing", "mqtt.password: No such file"),
+    ("readable", "is readable by others"),
+])
+def test_run_refuses_to_start_without_a_usable_broker_password(gateway, cli_env, problem, said):
+    """Not a gateway that polls forever and never syncs: it exits 2 and systemd says why."""
+    with (gateway / "edge-agent.toml").open("a") as config:
+        config.write('[sync]\nport = 1\npassword_file = "mqtt.password"\n')
+    if problem == "readable":
+        (gateway / "mqtt.password").write_text("secret\n")
+        (gateway / "mqtt.password").chmod(0o644)
+    agent = subprocess.run([script("edge-agent"), "run"], cwd=gateway, env=cli_env,
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert agent.returncode == 2
+    assert said in agent.stderr
+    assert not (gateway / "buffer.sqlite").exists()  # refused before anything was opened
+
+
 def test_housekeeping_raises_the_alarm_near_the_budget(gateway, caplog):
     agent = Agent.start(load_config(gateway / "edge-agent.toml"))
     try:
