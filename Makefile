@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Tests run in parallel on every core (pytest-xdist); a module's tests stay on one worker,
+# so module fixtures (a fleet's minute, a live hub) are set up once. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py

@@ -129,4 +129,6 @@ def test_the_largest_inputs_are_refused_or_parsed_quickly():
         parse_anything(b"/" + filler * 4)
     parse_anything(sign(KAIFA_DSMR42.replace(b"1-0:1.8.1(", b"1-0:1.8.1(" + b"9" * 15000)))
     parse_anything(ISKRA_DSMR22.replace(b"(00001.001)\r\n", b"(00001.001)\r\n" * 1000))
-    assert time.monotonic() - started < 2
+    # A fraction of a second when linear; the bound only has to catch a blow-up, on a
+    # loaded machine too.
+    assert time.monotonic() - started < 20

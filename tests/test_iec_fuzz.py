@@ -161,4 +161,6 @@ def test_megabytes_of_hostile_input_end_quickly(data):
     for parse in BYTE_PARSERS.values():
         assert_typed(parse, data)
         assert_typed(parse, data[:-1] + bytes([bcc(data[1:-1])]))
-    assert time.monotonic() - started < 5
+    # Linear parsing takes about a second here; anything quadratic in 2 MB never ends.
+    # The bound only has to tell those apart, on a loaded machine too.
+    assert time.monotonic() - started < 60
