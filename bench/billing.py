@@ -1,6 +1,10 @@
-"""Bill 1 000 000 accounts: tiered water with wastewater, and TOU electric with demand.
+"""Bill accounts: tiered water with wastewater, and TOU electric with demand.
 
-Figures: the time ``compute_bill`` takes over all accounts (the slowest
+By default 1 000 to 100 000 accounts (``SMALL_SIZES``), to show how the time
+grows, and the largest scaled to the aim's million; ``--full`` goes on to
+the million; ``--accounts N`` bills N only.
+
+Figures (of the largest size): the time ``compute_bill`` takes over all accounts (the slowest
 worker's sum of chunk times: the workers run side by side, one per core),
 bills/s, and its ratio to the aim of 30 s for a million accounts; the CPU
 time of the same (the machine is shared); the time spent generating the
@@ -35,11 +39,13 @@ from rich.console import Console
 
 from bench.harness import (
     Figure,
+    Headline,
+    Result,
     WorkerResult,
-    machine,
+    finish,
     parallel_arguments,
     parallel_figures,
-    print_figures,
+    parallel_parser,
     run_in_workers,
     timed_in_chunks,
 )
@@ -49,6 +55,9 @@ from hub.rates import RateBook, RateTable, default_rate_dir, parse_rate
 AIM_S = 30.0
 """The issue's aim for a million bills, on this 2-core machine."""
 AIM_ACCOUNTS = 1_000_000
+SMALL_SIZES = (1_000, 3_000, 10_000, 30_000, 100_000)
+"""``make bench``'s run: how billing time grows with accounts, the largest scaled to the aim."""
+FULL_SIZES = (*SMALL_SIZES, 300_000, 1_000_000)
 CYCLES = 20
 FIRST_START = date(2026, 10, 1)
 PERIOD_DAYS = 30
@@ -199,12 +208,25 @@ def tally(bill: Bill, counts: Counter[str]) -> None:
         counts["TOU fallback"] += 1
 
 
-def main() -> None:
-    args = parallel_arguments(__doc__.split("\n")[0], "accounts", AIM_ACCOUNTS)
+def main(argv: list[str] | None = None) -> Result:
+    parser = parallel_parser(__doc__.split("\n")[0], "accounts", None, None, sizes=(
+        "bill this many accounts only (default: each of "
+        f"{', '.join(f'{n:,}' for n in SMALL_SIZES)}; with --full up to {FULL_SIZES[-1]:,})"))
+    args = parallel_arguments(parser, argv)
+    sizes = [args.items] if args.items else list(FULL_SIZES if args.full else SMALL_SIZES)
     console = Console(width=120)
-    console.print(f"{args.items:,} accounts (half RES-W1 water, half COM-TOU electric), "
-                  f"{CYCLES} cycles, {max(1, args.workers)} worker process(es) …")
-    run = run_in_workers(work, args.items, args.workers, args.chunk, args.seed)
+    console.print(f"{', '.join(f'{n:,}' for n in sizes)} accounts (half RES-W1 water, half "
+                  f"COM-TOU electric), {CYCLES} cycles, {max(1, args.workers)} worker "
+                  "process(es) …")
+    series = []
+    for size in sizes:
+        run = run_in_workers(work, size, args.workers, args.chunk, args.seed)
+        wall = max(r.work_s for r in run.results)
+        series.append({"accounts": run.items, "seconds": wall,
+                       "cpu_seconds": max(r.work_cpu_s for r in run.results),
+                       "bills_per_s": run.items / wall})
+        console.print(f"  {run.items:>9,} accounts: compute_bill {wall:.3f} s, "
+                      f"{run.items / wall:,.0f} bills/s")
     counts = run.counts
     bills = run.items
     figures = [
@@ -218,7 +240,19 @@ def main() -> None:
                 for name in ("prorated", "on an option", "ratchet binding",
                              "wastewater on the winter average", "minimum bill",
                              "TOU fallback")]
-    print_figures(f"Billing — {machine()}", figures, console)
+    if len(series) > 1:
+        first = series[0]
+        figures += [Figure(f"compute_bill, {point['accounts']:,} accounts", point["seconds"],
+                           "s", f"{point['bills_per_s']:,.0f} bills/s" + (
+                               "" if point is first else
+                               f"; {point['seconds'] / first['seconds']:.1f}× the time of "
+                               f"{point['accounts'] / first['accounts']:,.0f}× the accounts"))
+                    for point in series]
+    return finish("billing", "Billing", figures, full=args.full, console=console,
+                  series={"accounts": series},
+                  headline=Headline(f"compute_bill, at {AIM_ACCOUNTS:,} bills",
+                                    f"aim: {AIM_ACCOUNTS:,} bills", "time ÷ aim",
+                                    aim=1.0, at_least=False))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.harness import Figure, machine, median_rate, print_figures
+from bench.harness import OUT, Figure, Headline, Result, finish, machine, median_rate
 from edge_agent.buffer import EdgeBuffer
 from protocols.chain import GENESIS_TIP, sign_and_chain
 from protocols.read import ClockQuality, Reading, RegisterValue, Source
@@ -120,24 +120,26 @@ def measure(readings: list[Reading], batch: int, workdir: Path, repeats: int) ->
     return [
         Figure(f"signed durable appends, batch {batch}", appends, "reads/s",
                "sign + chain + commit (WAL, synchronous=FULL)"),
-        Figure("pure Ed25519 sign, same reads", sign_rate, "reads/s", "the limit"),
+        Figure(f"pure Ed25519 sign, same reads, batch {batch} run", sign_rate, "reads/s",
+               "the limit"),
         Figure(f"raw executemany, unsigned, batch {batch}", raw, "rows/s", "storage alone"),
         Figure(f"appends ÷ sign rate, batch {batch}", ratio, "ratio",
                "aim ≥ 0.8 at batch 1000" + (" ✓" if ratio >= 0.8 else "")),
-        Figure("  of which encode + hash + chain", encode_us, "µs/read",
+        Figure(f"  of which encode + hash + chain, batch {batch}", encode_us, "µs/read",
                "sign_and_chain without storage, minus signing"),
-        Figure("  of which storage", storage_us, "µs/read", "insert + commit + bookkeeping"),
+        Figure(f"  of which storage, batch {batch}", storage_us, "µs/read",
+               "insert + commit + bookkeeping"),
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=20_000, help="reads per timed run")
     parser.add_argument("--full", action="store_true", help="200 000 reads per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--dir", type=Path, default=Path("bench/out"),
+    parser.add_argument("--dir", type=Path, default=OUT,
                         help="where the SQLite files go (a real disk, not tmpfs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     count = 200_000 if args.full else args.reads
     console = Console(width=120)
     console.print(f"[bold]edge buffer[/bold]: {count} reads per run, median of "
@@ -148,7 +150,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
         for batch in (100, 1000):
             figures += measure(readings, batch, Path(workdir), args.repeats)
-    print_figures("edge buffer: signed durable appends", figures, console)
+    return finish("edge_buffer", "Edge buffer: signed durable appends", figures,
+                  full=args.full, console=console,
+                  headline=Headline("signed durable appends, batch 1000",
+                                    "pure Ed25519 sign, same reads, batch 1000 run",
+                                    "appends ÷ sign rate, batch 1000", aim=0.8))
 
 
 if __name__ == "__main__":

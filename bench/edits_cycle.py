@@ -1,4 +1,4 @@
-"""Run ``meterhub cycle edits`` over a 100 000-meter cycle in a SQLite hub store.
+"""Run ``meterhub cycle edits`` over a whole cycle in a SQLite hub store.
 
 The rules alone are :mod:`bench.edits`; this is what an operator waits for:
 reconcile the cycle, load every meter's facts and twelve billing reads of
@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from rich.console import Console
 from sqlalchemy import func, insert, select, update
 
-from bench.harness import Figure, machine, print_figures
+from bench.harness import Figure, Headline, Result, finish
 from bench.reconcile import NOW, build_store
 from hub.edits.engine import evaluate
 from hub.edits.ruleset import default_rule_set
@@ -33,6 +33,7 @@ from hub.store.tables import audit_log, billing_reads, cycles, edit_exceptions, 
 
 HISTORY = 12
 CURRENT = "5000.000"
+SMALL_METERS, FULL_METERS = 30_000, 100_000
 
 
 def add_history(store, count: int) -> None:
@@ -58,10 +59,13 @@ def add_history(store, count: int) -> None:
                 for serial in serials[:count]])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--meters", type=int, default=100_000)
-    args = parser.parse_args()
+    parser.add_argument("--meters", type=int,
+                        help=f"default {SMALL_METERS:,}; {FULL_METERS:,} with --full")
+    parser.add_argument("--full", action="store_true", help=f"{FULL_METERS:,} meters")
+    args = parser.parse_args(argv)
+    args.meters = args.meters or (FULL_METERS if args.full else SMALL_METERS)
     console = Console(width=120)
     console.print(f"building a store of {args.meters:,} meters with {HISTORY} cycles of "
                   "history each …")
@@ -96,7 +100,7 @@ def main() -> None:
         store.close()
     (first, run), (second, again) = runs
     meters_count = run.meters
-    print_figures(f"Cycle edits — {machine()}", [
+    return finish("edits_cycle", "A whole cycle's edits against the store", [
         Figure("meters in the cycle", meters_count, "meters",
                f"billing reads: {dict(run.billing)}; {exceptions:,} exceptions, "
                f"{audits:,} audit records; {len(run.held):,} accounts held"),
@@ -109,7 +113,9 @@ def main() -> None:
         Figure("baseline: reconcile_cycle", baseline, "s", "measured in the same run"),
         Figure("first run ÷ baseline", first / baseline, "ratio",
                "what the edits cost beyond reconciling"),
-    ], console)
+    ], full=args.full, console=console,
+        headline=Headline("run_edits, first run", "baseline: reconcile_cycle",
+                          "first run ÷ baseline"))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.edge_buffer import fleet_readings
-from bench.harness import Figure, machine, print_figures
+from bench.harness import OUT as BENCH_OUT
+from bench.harness import Figure, Headline, Result, finish
 from bench.mqtt_rig import broker_and_hub, drain, enrolled_signer, fill_buffer
 from hub.read_row import read_row
 from hub.store import Store
@@ -43,7 +44,7 @@ from protocols.chain import GENESIS_TIP, SealedRead, sign_and_chain
 from protocols.mqtt_contract import ack_topic, decode_ack, reads_topic
 from protocols.signing import Signer, verify_signature
 
-OUT = Path("bench/out/ingest").resolve()
+OUT = BENCH_OUT / "ingest"
 INGEST_AIM = 0.5
 
 
@@ -125,11 +126,11 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="200 000 reads and 60 s of load")
     parser.add_argument("--reads", type=int, help="reads synced end to end")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     count = args.reads or (200_000 if args.full else 50_000)
     load_seconds = 60.0 if args.full else 10.0
     console = Console(width=120)
@@ -159,7 +160,10 @@ def main() -> None:
                1000 * percentile(latencies, 0.99), "ms",
                f"{len(latencies):,} reads acked, {lost:,} not"),
     ]
-    print_figures(f"Hub ingest — {machine()}", figures, console)
+    return finish("ingest", "Hub ingest through MQTT", figures, full=args.full, console=console,
+                  headline=Headline("end to end: edge buffer → Mosquitto → hub store, acked",
+                                    "raw executemany of the same rows, same kind of store",
+                                    "ingest ÷ raw insert", aim=INGEST_AIM))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from bench.harness import Figure, machine, print_figures
+from bench.harness import Figure, Headline, Result, finish
 from firmware_profiles import get_profile
 from protocols.channels import ModbusChannel
 from protocols.modbus_plan import plan_blocks
@@ -104,11 +104,11 @@ def wait_for(path: Path, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="measure 120 s instead of 20 s")
     parser.add_argument("--seconds", type=float, help="measured period")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     seconds = args.seconds or (120.0 if args.full else 20.0)
     console = Console(width=120)
     bin_dir = Path(sys.executable).parent
@@ -154,7 +154,7 @@ def main() -> None:
     limit, transactions = rtu_wire_limit_polls_per_s()
     rtu_rate_per_bus = rtu_reads / elapsed / RTU_BUSES
     cpu_us = (cpu1 - cpu0) / max(reads, 1) * 1e6
-    print_figures(f"edge agent polling {TCP_METERS} TCP + 20 pty meters — {machine()}", [
+    return finish("poll", f"Edge agent polling {TCP_METERS} TCP + 20 pty meters", [
         Figure("reads/s, whole fleet", reads / elapsed, "reads/s", f"{reads} reads in "
                f"{elapsed:.0f} s"),
         Figure("agent CPU per read", cpu_us, "µs/read",
@@ -166,7 +166,9 @@ def main() -> None:
                f"{transactions} transactions/poll, bytes × 11 / {BAUD} + t3.5"),
         Figure("RS-485 measured ÷ wire limit", rtu_rate_per_bus / limit, "ratio",
                "1.0 = the line is the only limit"),
-    ], console)
+    ], full=args.full, console=console,
+        headline=Headline("RS-485 polls/s per bus", "RS-485 wire-time limit",
+                          "RS-485 measured ÷ wire limit"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reconcile a cycle of 100 000 meters with about two reads each, from a SQLite hub store.
+"""Reconcile a cycle of meters with about two reads each, from a SQLite hub store.
 
 Figures: the whole ``reconcile_cycle`` (load stops, installations and
 verified reads, then classify) in meters/s; the pure classification alone;
@@ -15,12 +15,12 @@ import random
 import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import insert, select
 
-from bench.harness import Figure, machine, print_figures
+from bench.harness import OUT as BENCH_OUT
+from bench.harness import Figure, Headline, Result, finish
 from hub.reconcile import Cycle, reconcile
 from hub.reconcile_store import (
     load_candidate_reads,
@@ -43,10 +43,11 @@ from hub.store.tables import (
 )
 from protocols.signing import Signer
 
-OUT = Path("bench/out/reconcile").resolve()
+OUT = BENCH_OUT / "reconcile"
 WINDOW = (date(2026, 11, 1), date(2026, 11, 7))
 NOW = datetime(2026, 11, 8, tzinfo=UTC)
 ROUTE_SIZE = 500
+SMALL_METERS, FULL_METERS = 50_000, 100_000
 
 
 def build_store(count: int, seed: int = 7) -> Store:
@@ -97,10 +98,13 @@ def build_store(count: int, seed: int = 7) -> Store:
     return store
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--meters", type=int, default=100_000)
-    args = parser.parse_args()
+    parser.add_argument("--meters", type=int,
+                        help=f"default {SMALL_METERS:,}; {FULL_METERS:,} with --full")
+    parser.add_argument("--full", action="store_true", help=f"{FULL_METERS:,} meters")
+    args = parser.parse_args(argv)
+    args.meters = args.meters or (FULL_METERS if args.full else SMALL_METERS)
     console = Console(width=120)
     console.print(f"building a store of {args.meters:,} meters …")
     store = build_store(args.meters)
@@ -126,7 +130,7 @@ def main() -> None:
     counts = {route_status: 0 for route_status in ("read", "missing", "inactive")}
     for meter in result.meters:
         counts[meter.status.value] = counts.get(meter.status.value, 0) + 1
-    print_figures(f"Reconcile — {machine()}", [
+    return finish("reconcile", "Reconciling a cycle", [
         Figure("meters reconciled", len(result.meters), "meters",
                f"{read_count:,} verified reads; " + ", ".join(
                    f"{k} {v:,}" for k, v in counts.items())),
@@ -135,7 +139,9 @@ def main() -> None:
         Figure("pure classification alone", len(result.meters) / classify, "meters/s"),
         Figure("floor: fetching the same rows", fetch, "s", "measured in the same run"),
         Figure("floor ÷ whole", fetch / whole, "ratio", "1.0 = all time is I/O"),
-    ], console)
+    ], full=args.full, console=console,
+        headline=Headline("reconcile_cycle, store to verdicts", "floor: fetching the same rows",
+                          "floor ÷ whole"))
 
 
 if __name__ == "__main__":
