@@ -23,6 +23,7 @@ from edge_agent.buffer import EdgeBuffer
 from edge_agent.keys import generate_key_file, load_signer
 from edge_agent.sync import SyncClient
 from edge_agent.sync_config import SyncSection
+from hub.metrics import HubMetrics
 from hub.serve import IngestWorker
 from hub.store import Store
 from hub.store.collectors import add_collector
@@ -119,10 +120,13 @@ def _toml(value: object) -> str:
 
 @contextmanager
 def hub_thread(store: Store, broker_port: int, *, verify: bool = False,
+               subscription: str | None = None, metrics: HubMetrics | None = None,
                **broker: object) -> Iterator[IngestWorker]:
     """A hub worker thread; ``broker`` adds settings (credentials, TLS) to host and port."""
     settings = BrokerSettings(host="127.0.0.1", port=broker_port, keepalive_s=5, **broker)
-    worker = IngestWorker(store, settings, verify=verify, verifier_processes=1)
+    more = {"subscription": subscription} if subscription is not None else {}
+    worker = IngestWorker(store, settings, verify=verify, verifier_processes=1,
+                          metrics=metrics, **more)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="hub")
     thread.start()

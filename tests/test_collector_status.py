@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -20,11 +18,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.metrics import HubMetrics
-from hub.serve import IngestWorker
 from hub.store.collector_status import collector_health
-from protocols.broker_settings import BrokerSettings
 from protocols.mqtt_contract import PLAIN_READS_SUBSCRIPTION, Status, encode_status, status_topic
-from tests.sync_harness import wait_until
+from tests.sync_harness import hub_thread, wait_until
 from tests.test_ingest import enrolled
 
 
@@ -64,22 +60,6 @@ def online(depth: int) -> bytes:
                                 last_seq=depth, acked_through=0))
 
 
-@contextmanager
-def hub_worker(store, broker, metrics: HubMetrics) -> Iterator[IngestWorker]:
-    settings = BrokerSettings(host=broker.host, port=broker.port, keepalive_s=5)
-    worker = IngestWorker(store, settings, subscription=PLAIN_READS_SUBSCRIPTION, verify=False,
-                          metrics=metrics)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), name="hub")
-    thread.start()
-    try:
-        wait_until(worker.connected.is_set, 10, "the hub worker to connect")
-        yield worker
-    finally:
-        stop.set()
-        thread.join(30)
-
-
 def health(store, collector: str):
     with store.connect() as conn:
         return collector_health(conn).get(collector)
@@ -107,7 +87,8 @@ def test_the_hub_records_births_wills_and_what_was_said_before_it_started(
     before.disconnect()
 
     metrics = HubMetrics(store)
-    with hub_worker(store, mosquitto, metrics) as worker:
+    with hub_thread(store, mosquitto.port, subscription=PLAIN_READS_SUBSCRIPTION,
+                    metrics=metrics) as worker:
         wait_until(lambda: health(store, early) is not None, 10, "the retained status")
         said = health(store, early)
         assert (said.state, said.buffer_depth, said.version) == ("online", 7, "1.0")
