@@ -11,6 +11,10 @@ exception (:func:`hub.edits.store.held_accounts`) are not billed and are
 listed; so is any account whose determinants cannot be worked out, with why.
 
 Billing again replaces the cycle's bills as a whole, in one transaction.
+Or some of its accounts' bills only (``accounts=``: one route's, when hub
+workers share a cycle by route): then only their bills are deleted and
+computed, and only their held or unbillable entries listed, so runs over
+disjoint accounts go on at once and together do what one whole run does.
 
 Example::
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -38,8 +42,8 @@ from hub.edits.usage import is_cumulative, register_delta
 from hub.rates.book import RateBook, UnknownRateError
 from hub.rates.model import RateTable, Wastewater
 from hub.reconcile_store import load_cycle
+from hub.store.tables import accounts as accounts_table
 from hub.store.tables import (
-    accounts,
     bill_lines,
     billing_reads,
     bills,
@@ -89,18 +93,32 @@ class BilledRead:
 
 
 def bill_cycle(conn: Connection, cycle_id: str, book: RateBook, *,
-               now: datetime | None = None) -> BillingRun:
-    """Compute and save every bill of ``cycle_id`` (the caller's transaction)."""
+               now: datetime | None = None, accounts: Collection[str] | None = None
+               ) -> BillingRun:
+    """Compute and save every bill of ``cycle_id`` (the caller's transaction).
+
+    ``accounts``: only those accounts' bills (see the module's docstring); an
+    account is billed from all of its meters' billing reads, on any route.
+    """
     now = now or datetime.now(UTC)
+    scope = frozenset(accounts) if accounts is not None else None
     cycle = load_cycle(conn, cycle_id, UTC)
     period = conn.execute(select(cycles.c.bill_period_start, cycles.c.bill_period_end)
                           .where(cycles.c.id == cycle.id)).one()
-    run = BillingRun(cycle.id, held=held_accounts(conn, cycle.id))
+    run = BillingRun(cycle.id, held=[h for h in held_accounts(conn, cycle.id)
+                                     if scope is None or h.account in scope])
     held = {h.account for h in run.held}
     determinants, run.skipped = load_determinants(conn, cycle.id, period[0], period[1], book,
-                                                  held)
-    conn.execute(delete(bill_lines).where(bill_lines.c.cycle == cycle.id))
-    conn.execute(delete(bills).where(bills.c.cycle == cycle.id))
+                                                  held, accounts=scope)
+    if scope is None:
+        conn.execute(delete(bill_lines).where(bill_lines.c.cycle == cycle.id))
+        conn.execute(delete(bills).where(bills.c.cycle == cycle.id))
+    else:
+        for chunk in _chunks(sorted(scope)):
+            conn.execute(delete(bill_lines).where(
+                (bill_lines.c.cycle == cycle.id) & bill_lines.c.account.in_(chunk)))
+            conn.execute(delete(bills).where(
+                (bills.c.cycle == cycle.id) & bills.c.account.in_(chunk)))
     bill_rows, line_rows = [], []
     for found in determinants:
         try:
@@ -132,19 +150,23 @@ def bill_cycle(conn: Connection, cycle_id: str, book: RateBook, *,
 
 
 def load_determinants(conn: Connection, cycle_id: str, period_start: date, period_end: date,
-                      book: RateBook, held: Iterable[str] = ()
+                      book: RateBook, held: Iterable[str] = (), *,
+                      accounts: Collection[str] | None = None
                       ) -> tuple[list[Determinants], list[Skipped]]:
-    """Every billable account's determinants for the cycle, and the accounts left out, why."""
+    """Every billable account's determinants for the cycle, and the accounts left out, why.
+
+    ``accounts``: those accounts only.
+    """
     held = set(held)
-    current = [r for r in cycle_billing_reads(conn, cycle_id) if r.account]
+    current = [r for r in cycle_billing_reads(conn, cycle_id, accounts=accounts) if r.account]
     by_account: dict[str, list[BilledRead]] = defaultdict(list)
     for read in current:
         by_account[read.account].append(read)  # type: ignore[index]
     history = billing_history(conn, {r.meter for r in current})
     meter_rows = {r.serial: r for r in conn.execute(select(meters).where(
         meters.c.serial.in_({r.meter for r in current})))} if current else {}
-    account_rows = {r.id: r for r in conn.execute(select(accounts).where(
-        accounts.c.id.in_(set(by_account))))} if by_account else {}
+    account_rows = {r.id: r for r in conn.execute(select(accounts_table).where(
+        accounts_table.c.id.in_(set(by_account))))} if by_account else {}
     signatures = _signatures(conn, [r for r in current if r.collector] + [
         h for reads_of in history.values() for h in reads_of if h.collector])
     found, skipped = [], []
@@ -262,13 +284,24 @@ def _ref(read: BilledRead, signatures: Mapping[tuple[str, int], str]) -> ReadRef
                    signature=signature, read_at=read.read_at)
 
 
-def cycle_billing_reads(conn: Connection, cycle_id: str) -> list[BilledRead]:
-    """The cycle's billing reads, by meter."""
-    return _billing_reads(conn, cycle_id=cycle_id)
+def cycle_billing_reads(conn: Connection, cycle_id: str, *,
+                        accounts: Collection[str] | None = None) -> list[BilledRead]:
+    """The cycle's billing reads (of ``accounts`` only, if given), by meter."""
+    if accounts is None:
+        return _billing_reads(conn, cycle_id=cycle_id)
+    found = [read for chunk in _chunks(sorted(accounts))
+             for read in _billing_reads(conn, cycle_id=cycle_id, accounts_in=chunk)]
+    return sorted(found, key=lambda r: (r.meter, r.read_at))
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def _billing_reads(conn: Connection, *, cycle_id: str | None = None,
-                   meters_in: Iterable[str] | None = None) -> list[BilledRead]:
+                   meters_in: Iterable[str] | None = None,
+                   accounts_in: Iterable[str] | None = None) -> list[BilledRead]:
     query = (select(billing_reads.c.cycle, billing_reads.c.meter, billing_reads.c.account,
                     billing_reads.c.kind, billing_reads.c.source, billing_reads.c.read_at,
                     billing_reads.c.registers,
@@ -279,6 +312,8 @@ def _billing_reads(conn: Connection, *, cycle_id: str | None = None,
         query = query.where(billing_reads.c.cycle == cycle_id)
     if meters_in is not None:
         query = query.where(billing_reads.c.meter.in_(set(meters_in)))
+    if accounts_in is not None:
+        query = query.where(billing_reads.c.account.in_(set(accounts_in)))
     return [BilledRead(r.cycle, r.meter, r.account, r.kind, r.source, r.read_at,
                     {name: Decimal(value) for name, value in r.registers.items()},
                     Decimal(r.multiplier), r.collector, r.seq, r.bill_period_start)

@@ -2,10 +2,12 @@
 
 The worker subscribes to the reads of every collector through a shared
 subscription, so the broker hands each batch to exactly one of however many
-workers run; all state lives in the database. A batch is processed inside
-paho's message callback and PUBACKed by hand only after the store's commit
-(``manual_ack``), so a worker that dies mid-batch leaves the message
-unacknowledged at the broker as well as at the edge, and nothing is lost.
+workers run (``meterhub serve --workers N`` on one machine, see
+:mod:`hub.workers`; more hubs on other machines); all state lives in the
+database. A batch is processed inside paho's message callback and PUBACKed
+by hand only after the store's commit (``manual_ack``), so a worker that
+dies mid-batch leaves the message unacknowledged at the broker as well as
+at the edge, and nothing is lost.
 The hub's ack to the edge is published after the store's commit.
 
 Every worker also subscribes, plainly, to each collector's status topic

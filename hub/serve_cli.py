@@ -3,6 +3,10 @@
 Broker settings come from options or ``METERHUB_BROKER_*`` variables, so a
 systemd unit can hold them in an environment file; the password itself only
 ever from a 0600 file or a variable, never an option (``ps`` shows options).
+
+``--workers N`` (PostgreSQL only) makes ``serve`` a supervisor of N worker
+processes, each this same command with ``--worker-index``: see
+:mod:`hub.workers` for who does what and how failures are handled.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ from hub.metrics import HubMetrics, metrics_route
 from hub.reread_store import publish_route
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
+from hub.workers import (
+    Supervisor,
+    WorkersRefused,
+    check_store,
+    watch_supervisor,
+    worker_command,
+)
 from protocols.broker_settings import BrokerCredentialError
 from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
 from protocols.web_server import WebServer
@@ -41,6 +52,9 @@ from protocols.web_server import WebServer
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("hub")
+
+SUPERVISOR_OPTIONS = frozenset({"workers", "worker_index", "supervisor_pid"})
+"""The options a supervisor does not pass on to its workers (each gets its own index)."""
 
 
 def serve(
@@ -69,41 +83,62 @@ def serve(
     timezone: http.ZoneOption = "UTC",
     secure_cookies: http.SecureCookies = False,
     offline_after_s: http.OfflineAfter = 3600.0,
+    workers: Annotated[int, typer.Option(
+        "--workers", envvar="METERHUB_WORKERS", min=1,
+        help="Worker processes sharing ingest and cycle runs (PostgreSQL only); worker 0 also "
+             "serves HTTP and verifies. A worker that dies is restarted.")] = 1,
+    run_cycles: Annotated[bool, typer.Option(
+        "--run-cycles", envvar="METERHUB_RUN_CYCLES",
+        help="Work queued cycle runs without --http-port (another hub serves the API); give "
+             "it that hub's --timezone, --rules and --rates.")] = False,
+    worker_index: Annotated[int | None, typer.Option(
+        "--worker-index", min=0, hidden=True, help="Set by --workers: this worker's number.")]
+        = None,
+    supervisor_pid: Annotated[int | None, typer.Option(
+        "--supervisor-pid", min=1, hidden=True, help="Set by --workers: stop when it is gone.")]
+        = None,
 ) -> None:
     """Ingest collectors' reads from the broker into the store, and verify them in the background.
 
     With --http-port it also serves the REST API (/api/v1, documented at /api/v1/docs), the
     operator pages and /metrics, and works the cycle steps operators ask for there.
-    Runs until SIGTERM or Ctrl-C. Add workers (on this or other machines) to share ingest:
-    the broker gives each batch to one of them.
+    Runs until SIGTERM or Ctrl-C. Add workers (--workers N here, or more hubs on other
+    machines) to share ingest and cycle runs: the broker gives each batch to one of them.
     """
     broker = options.broker_settings(broker_host, broker_port, broker_user,
                                      broker_password_file, broker_password_env, tls, ca_file)
     settings = None
-    if http_port is not None:
+    if http_port is not None or run_cycles:
         settings = http.hub_settings(
             timezone=timezone, rules=rules, rates=rates, exports_dir=exports_dir,
             hub_key=hub_key, secure_cookies=secure_cookies, offline_after_s=offline_after_s,
             publish_route=lambda route: publish_route(
                 route, broker, client_id=f"meterhub-routes-{os.getpid()}"))
+    if workers > 1 and worker_index is None:
+        raise typer.Exit(_supervise(ctx, workers))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if supervisor_pid is not None:
+        watch_supervisor(supervisor_pid, stop)
+    first = worker_index in (None, 0)  # the API and the verifier run once: in worker 0
+    name = "meterhub serve" if worker_index is None else f"meterhub serve worker {worker_index}"
     with open_store(ctx) as store:
         metrics = HubMetrics(store, offline_after_s=offline_after_s)
         try:
             worker = IngestWorker(store, broker, subscription=subscription,
-                                  verifier_processes=verifier_processes, verify=not no_verifier,
-                                  metrics=metrics)
+                                  verifier_processes=verifier_processes,
+                                  verify=not no_verifier and first, metrics=metrics)
         except BrokerCredentialError as exc:
             log.error("%s", exc)
             raise typer.Exit(2) from None
-        err.print(f"meterhub serve: store {store}, broker {broker.host}:{broker.effective_port}")
+        err.print(f"{name}: store {store}, broker {broker.host}:{broker.effective_port}")
         tune_garbage_collector()
         with ExitStack() as running:
             if settings is not None:
                 runner = CycleRunner(store, settings).start()
                 running.callback(runner.stop)
+            if settings is not None and http_port is not None and first:
                 app = create_app(store, settings, runner=runner,
                                  metrics=metrics_route(metrics))
                 try:
@@ -112,10 +147,29 @@ def serve(
                     log.error("cannot serve HTTP on %s:%s: %s", http_host, http_port, exc)
                     raise typer.Exit(2) from None
                 running.callback(server.stop)
-                err.print(f"meterhub serve: API and operator pages on {server.url} "
+                err.print(f"{name}: API and operator pages on {server.url} "
                           f"(API docs {server.url}/api/v1/docs)")
                 log.info("API and operator pages on %s", server.url)
             worker.run(stop)
+
+
+def _supervise(ctx: typer.Context, workers: int) -> int:
+    """Run ``workers`` worker processes until SIGTERM or Ctrl-C; the exit code."""
+    try:
+        check_store(ctx.obj["db"], workers)
+    except WorkersRefused as exc:
+        log.error("%s", exc)
+        return 2
+    with open_store(ctx) as store:  # the store must answer and be current before any worker
+        where = str(store)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    supervisor = Supervisor(lambda i: worker_command(ctx, i, skip=SUPERVISOR_OPTIONS), workers)
+    err.print(f"meterhub serve: {workers} workers on store {where} (pid {os.getpid()} "
+              "supervises them)")
+    log.info("supervising %d hub workers on %s", workers, where)
+    return supervisor.run(stop)
 
 
 def broker_config(

@@ -14,6 +14,13 @@ exception whose finding is gone (a re-read arrived, the rule set changed) is
 resolved. Estimates the edits make on their own are on the audit log too,
 under :data:`~hub.edits.audit.SYSTEM_ACTOR`.
 
+A run can be narrowed to some of the cycle's meters (``meters=``: one
+route's, when several hub workers share a cycle by route): everything it
+reads and writes is then about those meters only — their billing reads,
+their exceptions (opened, kept or cleared), their audit records — so runs
+over disjoint meters go on at once, in separate transactions, and together
+do what one run over the whole cycle does.
+
 Example::
 
     with store.begin() as conn:
@@ -24,9 +31,9 @@ Example::
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +43,16 @@ from hub.edits.audit import SYSTEM_ACTOR, record_many
 from hub.edits.engine import MeterCase, MeterOutcome, evaluate
 from hub.edits.model import EstimationMethod, Finding, MeterFacts, MeterRead, ReadKind
 from hub.edits.ruleset import RuleSet
-from hub.reconcile import CandidateRead, Cycle, MeterResult, Reconciliation
+from hub.reconcile import (
+    CandidateRead,
+    Cycle,
+    Installation,
+    MeterResult,
+    Reconciliation,
+    Status,
+    Stop,
+    reconcile,
+)
 from hub.reconcile_store import (
     candidate_from_row,
     candidate_reads_query,
@@ -50,9 +66,11 @@ from hub.store.tables import (
     cycles,
     edit_exceptions,
     meter_installations,
-    meters,
     rejected_reads,
+    route_stops,
+    routes,
 )
+from hub.store.tables import meters as meters_table
 from protocols.scalars import ScalarError, format_decimal, format_instant, parse_decimal
 
 OPEN = "open"
@@ -93,34 +111,87 @@ class EditsRun:
 
 
 def run_edits(conn: Connection, cycle_id: str, zone: tzinfo, rule_set: RuleSet, *,
-              now: datetime | None = None) -> EditsRun:
-    """Run every edit of ``rule_set`` over ``cycle_id`` and save the outcome (one transaction)."""
+              now: datetime | None = None, meters: Collection[str] | None = None) -> EditsRun:
+    """Run every edit of ``rule_set`` over ``cycle_id`` and save the outcome (one transaction).
+
+    ``meters``: only those meters of the cycle (see the module's docstring). The
+    cycle's row is then locked shared rather than exclusive, so the runs over
+    its other meters go on meanwhile, and the cycle-wide ``open_exceptions`` and
+    ``held`` are left at zero and empty: they are only known once every one of
+    those runs has committed (:func:`count_open`, :func:`held_accounts`).
+    """
     now = now or datetime.now(UTC)
-    conn.execute(select(cycles.c.id).where(cycles.c.id == cycle_id).with_for_update())
+    scope = frozenset(meters) if meters is not None else None
+    conn.execute(select(cycles.c.id).where(cycles.c.id == cycle_id)
+                 .with_for_update(read=scope is not None))
     cycle = load_cycle(conn, cycle_id, zone)
-    reconciliation = reconcile_loaded(conn, cycle)
-    cases = load_cases(conn, cycle, reconciliation)
+    reconciliation = reconcile_loaded(conn, cycle) if scope is None \
+        else _reconcile_meters(conn, cycle, scope)
+    cases = load_cases(conn, cycle, reconciliation, meters=scope)
     outcomes = [evaluate(case, rule_set) for case in cases]
     run = EditsRun(cycle.id, rule_set.version, meters=len(outcomes))
     facts = {case.meter.serial: case.meter for case in cases}
-    _save_billing_reads(conn, cycle, outcomes, facts, now, run)
-    _save_exceptions(conn, cycle, outcomes, facts, rule_set.version, now, run)
-    run.open_exceptions = count_open(conn, cycle.id)
-    run.held = held_accounts(conn, cycle.id)
+    _save_billing_reads(conn, cycle, outcomes, facts, now, run, scope)
+    _save_exceptions(conn, cycle, outcomes, facts, rule_set.version, now, run, scope)
+    if scope is None:
+        run.open_exceptions = count_open(conn, cycle.id)
+        run.held = held_accounts(conn, cycle.id)
     return run
+
+
+def _reconcile_meters(conn: Connection, cycle: Cycle, meters: frozenset[str]
+                      ) -> Reconciliation:
+    """:func:`~hub.reconcile_store.reconcile_loaded` for ``meters`` only, reading only theirs.
+
+    A meter's result depends on its own stops, installations and reads alone,
+    so this gives each of them what reconciling the whole cycle gives it —
+    without fetching the whole cycle's reads once per route (the costly part:
+    an AMI meter has hundreds in a read window). The same steps as
+    ``reconcile_loaded``, each query narrowed to ``meters``: their stops and
+    installations, their candidate reads with a day's margin, then a missing
+    or trouble meter the edits estimated shows as ``estimated``.
+    """
+    stops = [Stop(r.route, r.sequence, r.meter) for r in conn.execute(
+        select(route_stops.c.route, route_stops.c.sequence, route_stops.c.meter)
+        .join(routes, routes.c.id == route_stops.c.route)
+        .where((routes.c.cycle == cycle.id) & route_stops.c.meter.in_(meters)))]
+    installed = [Installation(r.meter, r.account, r.status, r.installed_on, r.removed_on)
+                 for r in conn.execute(
+                     select(meter_installations, accounts.c.status)
+                     .join(accounts, accounts.c.id == meter_installations.c.account)
+                     .where(meter_installations.c.meter.in_(meters)))]
+    start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
+    end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
+    query, meter_column = candidate_reads_query(start, end, rejected_in=cycle.id)
+    candidates = [candidate_from_row(r)
+                  for r in conn.execute(query.where(meter_column.in_(meters))).all()]
+    result = reconcile(cycle, stops, installed, candidates)
+    estimated = dict(conn.execute(
+        select(billing_reads.c.meter, billing_reads.c.detail)
+        .where((billing_reads.c.cycle == cycle.id) & (billing_reads.c.kind == "estimated")
+               & billing_reads.c.meter.in_(meters))).all())
+    return Reconciliation(result.cycle, tuple(
+        replace(m, status=Status.ESTIMATED, rule=f"estimated by the meter edits: "
+                f"{estimated[m.meter]}")
+        if m.meter in estimated and m.status in (Status.MISSING, Status.TROUBLE) else m
+        for m in result.meters))
 
 
 # --- loading -----------------------------------------------------------------
 
-def load_cases(conn: Connection, cycle: Cycle, reconciliation: Reconciliation
-               ) -> list[MeterCase]:
-    """Every meter of the reconciled cycle as the engine needs it (one query per table)."""
+def load_cases(conn: Connection, cycle: Cycle, reconciliation: Reconciliation, *,
+               meters: Collection[str] | None = None) -> list[MeterCase]:
+    """Every meter of the reconciled cycle as the engine needs it (one query per table).
+
+    ``meters``: what is fetched is theirs only (the reconciliation is theirs already).
+    """
     results = list(reconciliation.meters)
-    facts = load_facts(conn, cycle, results)
+    facts = load_facts(conn, cycle, results, meters=meters)
     start, end = cycle.window()
-    history = load_history(conn, cycle, start)
-    kept = {meter: read_from_row(row) for meter, row in load_billing_rows(conn, cycle.id).items()}
-    later = load_later_reads(conn, cycle, end)
+    history = load_history(conn, cycle, start, meters=meters)
+    kept = {meter: read_from_row(row)
+            for meter, row in load_billing_rows(conn, cycle.id, meters=meters).items()}
+    later = load_later_reads(conn, cycle, end, meters=meters)
     rejected = load_rejected_meters(conn, cycle.id)
     cases = []
     for result in results:
@@ -133,16 +204,15 @@ def load_cases(conn: Connection, cycle: Cycle, reconciliation: Reconciliation
     return cases
 
 
-def load_facts(conn: Connection, cycle: Cycle, results: Sequence[MeterResult]
-               ) -> dict[str, MeterFacts]:
-    on_routes = cycle_meters(cycle.id)
-    meter_rows = {r.serial: r for r in conn.execute(
-        select(meters).join(on_routes, on_routes.c.meter == meters.c.serial))}
+def load_facts(conn: Connection, cycle: Cycle, results: Sequence[MeterResult], *,
+               meters: Collection[str] | None = None) -> dict[str, MeterFacts]:
+    meter_query = _for_meters(select(meters_table), meters_table.c.serial, cycle, None, meters)
+    meter_rows = {r.serial: r for r in conn.execute(meter_query)}
     installs: dict[str, list[Any]] = defaultdict(list)
-    for row in conn.execute(
+    for row in conn.execute(_for_meters(
         select(meter_installations, accounts.c.status)
-        .join(accounts, accounts.c.id == meter_installations.c.account)
-        .join(on_routes, on_routes.c.meter == meter_installations.c.meter)
+        .join(accounts, accounts.c.id == meter_installations.c.account),
+        meter_installations.c.meter, cycle, None, meters)
     ):
         installs[row.meter].append(row)
     facts = {}
@@ -161,11 +231,11 @@ def load_facts(conn: Connection, cycle: Cycle, results: Sequence[MeterResult]
     return facts
 
 
-def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | None = None
-                 ) -> dict[str, list[MeterRead]]:
+def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | None = None,
+                 *, meters: Collection[str] | None = None) -> dict[str, list[MeterRead]]:
     """Each meter's billing reads of earlier cycles, oldest first, the last two years' worth.
 
-    All the cycle's meters, or only ``meter``. Only what the rules and the
+    All the cycle's meters, only ``meter``, or only ``meters``. Only what the rules and the
     estimator read of a history is fetched: a 100 000-meter cycle brings a
     million and more history rows, and each column costs.
     """
@@ -174,7 +244,7 @@ def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | 
                    columns.multiplier, columns.cycle, columns.method, columns.audit_id).where(
         (columns.cycle != cycle.id) & (columns.read_at < before)
         & (columns.read_at >= before - timedelta(days=HISTORY_DAYS)))
-    query = _for_meters(query, columns.meter, cycle, meter)
+    query = _for_meters(query, columns.meter, cycle, meter, meters)
     history: dict[str, list[MeterRead]] = defaultdict(list)
     kinds = {kind.value: kind for kind in ReadKind}
     methods = {method.value: method for method in EstimationMethod}
@@ -186,17 +256,21 @@ def load_history(conn: Connection, cycle: Cycle, before: datetime, meter: str | 
     return {meter: reads[-MAX_HISTORY:] for meter, reads in history.items()}
 
 
-def load_billing_rows(conn: Connection, cycle_id: str) -> dict[str, Any]:
-    return {row.meter: row for row in conn.execute(
-        select(billing_reads).where(billing_reads.c.cycle == cycle_id))}
+def load_billing_rows(conn: Connection, cycle_id: str, *,
+                      meters: Collection[str] | None = None) -> dict[str, Any]:
+    query = select(billing_reads).where(billing_reads.c.cycle == cycle_id)
+    if meters is not None:
+        query = query.where(billing_reads.c.meter.in_(meters))
+    return {row.meter: row for row in conn.execute(query)}
 
 
 def load_later_reads(conn: Connection, cycle: Cycle, after: datetime,
-                     meter: str | None = None) -> dict[str, MeterRead]:
+                     meter: str | None = None, *, meters: Collection[str] | None = None
+                     ) -> dict[str, MeterRead]:
     """The first good verified read of each meter after the window (not one rejected here)."""
     query, meter_column = candidate_reads_query(after, after + timedelta(days=LATER_DAYS),
                                                 rejected_in=None)
-    query = _for_meters(query, meter_column, cycle, meter)
+    query = _for_meters(query, meter_column, cycle, meter, meters)
     rows = conn.execute(query.order_by(meter_column, query.selected_columns.read_at)).all()
     later: dict[str, MeterRead] = {}
     for r in rows:
@@ -209,11 +283,16 @@ def load_later_reads(conn: Connection, cycle: Cycle, after: datetime,
     return later
 
 
-def _for_meters(query: Select[Any], column: Any, cycle: Cycle, meter: str | None
-                ) -> Select[Any]:
-    """Narrow ``query`` to one meter, or to the meters on the cycle's routes."""
+def _for_meters(query: Select[Any], column: Any, cycle: Cycle, meter: str | None,
+                meters: Collection[str] | None = None) -> Select[Any]:
+    """Narrow ``query`` to one meter, to ``meters``, or to the meters on the cycle's routes.
+
+    ``meters`` is one route's worth (hundreds to a few thousand): one IN list.
+    """
     if meter is not None:
         return query.where(column == meter)
+    if meters is not None:
+        return query.where(column.in_(meters))
     on_routes = cycle_meters(cycle.id)
     return query.join(on_routes, on_routes.c.meter == column)
 
@@ -298,8 +377,9 @@ def read_ref(read: MeterRead | None) -> str:
 # --- saving --------------------------------------------------------------------
 
 def _save_billing_reads(conn: Connection, cycle: Cycle, outcomes: Sequence[MeterOutcome],
-                        facts: Mapping[str, MeterFacts], now: datetime, run: EditsRun) -> None:
-    existing = load_billing_rows(conn, cycle.id)
+                        facts: Mapping[str, MeterFacts], now: datetime, run: EditsRun,
+                        scope: frozenset[str] | None = None) -> None:
+    existing = load_billing_rows(conn, cycle.id, meters=scope)
     inserts, updates, withdrawn, audits = [], [], [], []
     for outcome in outcomes:
         before = existing.get(outcome.meter)
@@ -347,11 +427,13 @@ def _stored(value: Any) -> Any:
 
 def _save_exceptions(conn: Connection, cycle: Cycle, outcomes: Sequence[MeterOutcome],
                      facts: Mapping[str, MeterFacts], rule_set: str, now: datetime,
-                     run: EditsRun) -> None:
-    existing = {(r.meter, r.rule, r.read_ref): r for r in conn.execute(
-        select(edit_exceptions.c.id, edit_exceptions.c.meter, edit_exceptions.c.rule,
-               edit_exceptions.c.read_ref, edit_exceptions.c.status)
-        .where(edit_exceptions.c.cycle == cycle.id))}
+                     run: EditsRun, scope: frozenset[str] | None = None) -> None:
+    query = select(edit_exceptions.c.id, edit_exceptions.c.meter, edit_exceptions.c.rule,
+                   edit_exceptions.c.read_ref, edit_exceptions.c.status
+                   ).where(edit_exceptions.c.cycle == cycle.id)
+    if scope is not None:  # never clear another run's meters' exceptions
+        query = query.where(edit_exceptions.c.meter.in_(scope))
+    existing = {(r.meter, r.rule, r.read_ref): r for r in conn.execute(query)}
     found: set[tuple[str, str, str]] = set()
     opened = []
     for outcome in outcomes:

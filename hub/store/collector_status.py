@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from hub.store.tables import collector_status
 from protocols.mqtt_contract import Status
@@ -45,8 +46,13 @@ def record_status(conn: Connection, collector: str, status: Status, *,
     stored = conn.execute(select(collector_status.c.reported_at).where(
         collector_status.c.collector == collector).with_for_update()).first()
     if stored is None:
-        conn.execute(insert(collector_status).values(collector=collector, **values))
-        return True
+        try:
+            with conn.begin_nested():  # two workers may both see the first status
+                conn.execute(insert(collector_status).values(collector=collector, **values))
+            return True
+        except IntegrityError:
+            stored = conn.execute(select(collector_status.c.reported_at).where(
+                collector_status.c.collector == collector).with_for_update()).one()
     if stored.reported_at is not None and status.at is not None and status.at < stored.reported_at:
         return False
     conn.execute(update(collector_status).where(collector_status.c.collector == collector)

@@ -46,6 +46,12 @@ Bills (``meterhub cycle bill``):
 - ``bill_lines``: the bill's lines in order, each naming the determinant it
   priced (or, for a fee, tax, discount or minimum, the lines it was computed
   from: ``basis``) and the rate version it used.
+
+Cycle steps asked for through the API (``hub/api/runs.py``):
+
+- ``cycle_runs``: one per step asked for, queued until a runner takes it;
+- ``cycle_run_parts``: an edits or bill run split by route, one row per
+  route, each claimed and worked by one runner of however many hub workers.
 """
 
 from __future__ import annotations
@@ -371,6 +377,19 @@ cycle_runs = Table(
     Column("error", Text),
     Index("ix_cycle_runs_status", "status", "id"),
     Index("ix_cycle_runs_cycle", "cycle", "id"),
+)
+
+cycle_run_parts = Table(
+    "cycle_run_parts", metadata,
+    Column("run_id", BigInteger, ForeignKey("cycle_runs.id"), primary_key=True),
+    Column("route", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("worker", String(128)),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("result", JSON),
+    Column("error", Text),
+    Index("ix_cycle_run_parts_status", "status", "run_id"),
 )
 
 reconciliations = Table(
