@@ -66,6 +66,13 @@ def health(store, collector: str):
 
 
 @pytest.fixture
+def mosquitto(mosquitto_factory):
+    """A broker of this test's own: the counts below include every retained status on it,
+    and the session's shared broker keeps other tests' retained statuses."""
+    return mosquitto_factory()
+
+
+@pytest.fixture
 def ids(mosquitto) -> Iterator[dict[str, str]]:
     """Collector ids of this test only (the session broker keeps retained messages)."""
     suffix = secrets.token_hex(3)

@@ -243,12 +243,15 @@ def test_cut_resets_every_connection_at_once_and_new_ones_work(proxy, echo, dial
 
 
 def test_a_target_that_refuses_resets_the_client():
-    with socket.create_server(("127.0.0.1", 0)) as placeholder:
-        closed_port = placeholder.getsockname()[1]   # nothing listens there once closed
-    with TcpProxy("127.0.0.1", closed_port).start() as proxy, \
-            socket.create_connection((proxy.host, proxy.port), timeout=TIMEOUT) as client:
-        assert_reset(client)
-        assert proxy.connections == 0
+    # Bound and never listening: connections are refused, and no other process (a parallel
+    # test worker) can take the port meanwhile, as it could a port merely closed.
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        refusing_port = placeholder.getsockname()[1]
+        with TcpProxy("127.0.0.1", refusing_port).start() as proxy, \
+                socket.create_connection((proxy.host, proxy.port), timeout=TIMEOUT) as client:
+            assert_reset(client)
+            assert proxy.connections == 0
 
 
 def test_stop_closes_the_listener_and_every_connection(echo):
