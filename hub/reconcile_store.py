@@ -11,6 +11,7 @@ the pure function.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -53,13 +54,14 @@ def load_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Cycle:
                  zone)
 
 
-def load_stops(conn: Connection, cycle_id: str) -> list[Stop]:
-    rows = conn.execute(
-        select(route_stops.c.route, route_stops.c.sequence, route_stops.c.meter)
-        .join(routes, routes.c.id == route_stops.c.route)
-        .where(routes.c.cycle == cycle_id)
-    ).all()
-    return [Stop(r.route, r.sequence, r.meter) for r in rows]
+def load_stops(conn: Connection, cycle_id: str,
+               meters: Collection[str] | None = None) -> list[Stop]:
+    query = (select(route_stops.c.route, route_stops.c.sequence, route_stops.c.meter)
+             .join(routes, routes.c.id == route_stops.c.route)
+             .where(routes.c.cycle == cycle_id))
+    if meters is not None:
+        query = query.where(route_stops.c.meter.in_(meters))
+    return [Stop(r.route, r.sequence, r.meter) for r in conn.execute(query)]
 
 
 def cycle_meters(cycle_id: str) -> Subquery:
@@ -68,21 +70,26 @@ def cycle_meters(cycle_id: str) -> Subquery:
             .where(routes.c.cycle == cycle_id).distinct().subquery())
 
 
-def load_installations(conn: Connection, cycle_id: str) -> list[Installation]:
+def load_installations(conn: Connection, cycle_id: str,
+                       meters: Collection[str] | None = None) -> list[Installation]:
     on_routes = cycle_meters(cycle_id)
-    rows = conn.execute(
-        select(meter_installations, accounts.c.status)
-        .join(accounts, accounts.c.id == meter_installations.c.account)
-        .join(on_routes, on_routes.c.meter == meter_installations.c.meter)
-    ).all()
+    query = (select(meter_installations, accounts.c.status)
+             .join(accounts, accounts.c.id == meter_installations.c.account)
+             .join(on_routes, on_routes.c.meter == meter_installations.c.meter))
+    if meters is not None:
+        query = query.where(meter_installations.c.meter.in_(meters))
+    rows = conn.execute(query).all()
     return [Installation(r.meter, r.account, r.status, r.installed_on, r.removed_on)
             for r in rows]
 
 
-def load_candidate_reads(conn: Connection, cycle: Cycle) -> list[CandidateRead]:
+def load_candidate_reads(conn: Connection, cycle: Cycle,
+                         meters: Collection[str] | None = None) -> list[CandidateRead]:
     start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
     end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
     query, meter = candidate_reads_query(start, end, rejected_in=cycle.id)
+    if meters is not None:  # only theirs: an AMI meter has hundreds of reads in a window
+        query = query.where(meter.in_(meters))
     on_routes = cycle_meters(cycle.id)
     rows = conn.execute(query.join(on_routes, on_routes.c.meter == meter)).all()
     return [candidate_from_row(r) for r in rows]
@@ -121,18 +128,24 @@ def reconcile_cycle(conn: Connection, cycle_id: str, zone: tzinfo) -> Reconcilia
     return reconcile_loaded(conn, load_cycle(conn, cycle_id, zone))
 
 
-def reconcile_loaded(conn: Connection, cycle: Cycle) -> Reconciliation:
+def reconcile_loaded(conn: Connection, cycle: Cycle,
+                     meters: Collection[str] | None = None) -> Reconciliation:
     """Reconcile a cycle already loaded with :func:`load_cycle`.
 
     A meter without a read that the meter edits estimated shows as
     ``estimated`` (it still lacks an actual read, so re-read routes keep it).
+    ``meters``: only those meters, reading only their rows — a meter's result
+    depends on its own stops, installations and reads alone, so each gets what
+    reconciling the whole cycle gives it (the edits' route parts use this).
     """
-    result = reconcile(cycle, load_stops(conn, cycle.id), load_installations(conn, cycle.id),
-                       load_candidate_reads(conn, cycle))
-    estimated = dict(conn.execute(
-        select(billing_reads.c.meter, billing_reads.c.detail)
-        .where((billing_reads.c.cycle == cycle.id) & (billing_reads.c.kind == "estimated"))
-    ).all())
+    result = reconcile(cycle, load_stops(conn, cycle.id, meters),
+                       load_installations(conn, cycle.id, meters),
+                       load_candidate_reads(conn, cycle, meters))
+    query = (select(billing_reads.c.meter, billing_reads.c.detail)
+             .where((billing_reads.c.cycle == cycle.id) & (billing_reads.c.kind == "estimated")))
+    if meters is not None:
+        query = query.where(billing_reads.c.meter.in_(meters))
+    estimated = dict(conn.execute(query).all())
     if not estimated:
         return result
     return Reconciliation(result.cycle, tuple(

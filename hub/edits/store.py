@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -46,12 +46,8 @@ from hub.edits.ruleset import RuleSet
 from hub.reconcile import (
     CandidateRead,
     Cycle,
-    Installation,
     MeterResult,
     Reconciliation,
-    Status,
-    Stop,
-    reconcile,
 )
 from hub.reconcile_store import (
     candidate_from_row,
@@ -67,8 +63,6 @@ from hub.store.tables import (
     edit_exceptions,
     meter_installations,
     rejected_reads,
-    route_stops,
-    routes,
 )
 from hub.store.tables import meters as meters_table
 from protocols.scalars import ScalarError, format_decimal, format_instant, parse_decimal
@@ -125,8 +119,7 @@ def run_edits(conn: Connection, cycle_id: str, zone: tzinfo, rule_set: RuleSet, 
     conn.execute(select(cycles.c.id).where(cycles.c.id == cycle_id)
                  .with_for_update(read=scope is not None))
     cycle = load_cycle(conn, cycle_id, zone)
-    reconciliation = reconcile_loaded(conn, cycle) if scope is None \
-        else _reconcile_meters(conn, cycle, scope)
+    reconciliation = reconcile_loaded(conn, cycle, scope)
     cases = load_cases(conn, cycle, reconciliation, meters=scope)
     outcomes = [evaluate(case, rule_set) for case in cases]
     run = EditsRun(cycle.id, rule_set.version, meters=len(outcomes))
@@ -137,44 +130,6 @@ def run_edits(conn: Connection, cycle_id: str, zone: tzinfo, rule_set: RuleSet, 
         run.open_exceptions = count_open(conn, cycle.id)
         run.held = held_accounts(conn, cycle.id)
     return run
-
-
-def _reconcile_meters(conn: Connection, cycle: Cycle, meters: frozenset[str]
-                      ) -> Reconciliation:
-    """:func:`~hub.reconcile_store.reconcile_loaded` for ``meters`` only, reading only theirs.
-
-    A meter's result depends on its own stops, installations and reads alone,
-    so this gives each of them what reconciling the whole cycle gives it —
-    without fetching the whole cycle's reads once per route (the costly part:
-    an AMI meter has hundreds in a read window). The same steps as
-    ``reconcile_loaded``, each query narrowed to ``meters``: their stops and
-    installations, their candidate reads with a day's margin, then a missing
-    or trouble meter the edits estimated shows as ``estimated``.
-    """
-    stops = [Stop(r.route, r.sequence, r.meter) for r in conn.execute(
-        select(route_stops.c.route, route_stops.c.sequence, route_stops.c.meter)
-        .join(routes, routes.c.id == route_stops.c.route)
-        .where((routes.c.cycle == cycle.id) & route_stops.c.meter.in_(meters)))]
-    installed = [Installation(r.meter, r.account, r.status, r.installed_on, r.removed_on)
-                 for r in conn.execute(
-                     select(meter_installations, accounts.c.status)
-                     .join(accounts, accounts.c.id == meter_installations.c.account)
-                     .where(meter_installations.c.meter.in_(meters)))]
-    start = datetime.combine(cycle.window_start, time(), UTC) - timedelta(days=1)
-    end = datetime.combine(cycle.window_end, time(), UTC) + timedelta(days=2)
-    query, meter_column = candidate_reads_query(start, end, rejected_in=cycle.id)
-    candidates = [candidate_from_row(r)
-                  for r in conn.execute(query.where(meter_column.in_(meters))).all()]
-    result = reconcile(cycle, stops, installed, candidates)
-    estimated = dict(conn.execute(
-        select(billing_reads.c.meter, billing_reads.c.detail)
-        .where((billing_reads.c.cycle == cycle.id) & (billing_reads.c.kind == "estimated")
-               & billing_reads.c.meter.in_(meters))).all())
-    return Reconciliation(result.cycle, tuple(
-        replace(m, status=Status.ESTIMATED, rule=f"estimated by the meter edits: "
-                f"{estimated[m.meter]}")
-        if m.meter in estimated and m.status in (Status.MISSING, Status.TROUBLE) else m
-        for m in result.meters))
 
 
 # --- loading -----------------------------------------------------------------
