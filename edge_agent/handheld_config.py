@@ -27,7 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.time_zones import load_zone
 
 
 class HandheldSection(BaseModel):
@@ -47,6 +49,14 @@ class HandheldSection(BaseModel):
     probe_unit_id: int = Field(default=1, ge=0, le=247)
     meter_timezone: str | None = None
     default_profile: str | None = None
+
+    @field_validator("meter_timezone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        """Checked at load: a bad zone would otherwise fail the technician's first probe read."""
+        if zone is not None:
+            load_zone(zone)
+        return zone
 
     def resolved(self, base: Path) -> HandheldSection:
         """``routes_path`` made relative to ``base`` (the config file's directory)."""

@@ -38,10 +38,18 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from protocols.channels import Protocol
 from protocols.read import METER_RE, Source
+from protocols.time_zones import load_zone
 
 MeterSerial = Annotated[str, StringConstraints(pattern=f"^{METER_RE.pattern}$")]
 SERIAL_PROTOCOLS = (Protocol.MODBUS_RTU, Protocol.IEC62056_21, Protocol.DSMR_P1)
@@ -78,6 +86,14 @@ class BusConfig(_Section):
     inter_char_timeout_s: float = Field(default=0.5, gt=0)
     echo: bool = False
     timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        """Meters stamp local time; an unknown zone would only fail at the first read."""
+        if zone is not None:
+            load_zone(zone)
+        return zone
 
 
 class MeterConfig(_Section):

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_agent.drivers import serial_settings
 from edge_agent.meter_config import BusConfig, MeterConfig, meter_protocol
 from firmware_profiles import Profile, ProfileError, ProfileLibrary
-from protocols.channels import Protocol
+from protocols.channels import Protocol, SerialSettings
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -87,9 +88,38 @@ def plan_meters(config: AgentConfig) -> list[MeterPlan]:
     for (lane, address), count in addresses.items():
         if count > 1:
             problems.append(("meter", f"{count} meters share address {address} on {lane}"))
+    problems.extend(_mixed_line_settings(config, plans))
     if problems:
         raise MeterPlanError(problems)
     return plans
+
+
+def _mixed_line_settings(config: AgentConfig, plans: list[MeterPlan]) -> list[tuple[str, str]]:
+    """An RS-485 line runs at one speed and framing; its meters' defaults must agree.
+
+    A Modbus RTU bus opens its port once, for every meter on it. When the bus sets
+    no line settings, each meter's profile supplies its factory defaults, and two
+    models with different defaults (an SDM120 at 2400 baud beside an EM340 at 9600)
+    cannot both be right: one of them would never answer. Say so at load, naming
+    both, rather than poll with whichever meter came first.
+    """
+    by_bus: dict[str, dict[SerialSettings, MeterPlan]] = {}
+    for plan in plans:
+        if plan.protocol is Protocol.MODBUS_RTU and plan.bus is not None:
+            line = serial_settings(plan.profile.serial, plan.bus)
+            by_bus.setdefault(plan.bus.name, {}).setdefault(line, plan)
+    index = {bus.name: i for i, bus in enumerate(config.bus)}
+    return [
+        (f"bus[{index[name]}]", f"{name}: its meters' profiles disagree on the line settings ("
+         + "; ".join(f"{plan.serial} ({plan.profile.id}): {_line(line)}"
+                     for line, plan in lines.items())
+         + "); one RS-485 line has one: set baudrate, parity, bytesize and stopbits on the bus")
+        for name, lines in by_bus.items() if len(lines) > 1
+    ]
+
+
+def _line(line: SerialSettings) -> str:
+    return f"{line.baudrate} {line.bytesize}{line.parity}{line.stopbits}"
 
 
 def _duplicates(config: AgentConfig) -> list[tuple[str, str]]:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import serial
 
@@ -71,6 +70,7 @@ from protocols.iec62056_21 import (
     parse_time,
     parse_timestamp,
 )
+from protocols.time_zones import UnknownTimeZone, load_zone
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -123,9 +123,9 @@ class IecOpticalDriver(DriverBase):
         except ValueError as error:
             raise ProfileError(str(error), where=self.where) from error
         try:
-            self.zone: tzinfo = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ProfileError(f"unknown meter timezone {timezone!r}", where=self.where) from error
+            self.zone: tzinfo = load_zone(timezone)
+        except UnknownTimeZone as error:
+            raise ProfileError(f"timezone: {error}", where=self.where) from None
         self._serial: serial.Serial | None = None
         self._soft_parity = False
         self._pending = bytearray()

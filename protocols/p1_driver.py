@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import serial as pyserial
 
@@ -50,6 +49,7 @@ from protocols.driver import (
     TimeoutError_,
 )
 from protocols.dsmr_p1 import MAX_TELEGRAM_BYTES, DataLine, Telegram
+from protocols.time_zones import UnknownTimeZone, load_zone
 
 try:
     from termios import error as _TermiosError  # what a tty that refuses a setting raises
@@ -79,7 +79,10 @@ class P1Driver(DriverBase):
     ) -> None:
         if telegram_timeout_s <= 0:
             raise ValueError(f"telegram_timeout_s must be positive, not {telegram_timeout_s}")
-        ZoneInfo(timezone)  # an unknown zone is a configuration error: fail here, not per read
+        try:  # an unknown zone is a configuration error: fail here, not per read
+            load_zone(timezone)
+        except UnknownTimeZone as error:
+            raise ProfileError(f"timezone: {error}", where=port) from None
         self.port = port
         self.where = port
         self.settings = serial

@@ -180,12 +180,16 @@ class Fleet:
         """
         lines: list[str] = []
         for name, path in self.buses.items():
-            protocol = next(m.config.protocol for m in self.meters if _bus_name(m.config) == name)
-            first = next(m.config for m in self.meters if _bus_name(m.config) == name)
+            first = next(m for m in self.meters if _bus_name(m.config) == name)
+            protocol = first.config.protocol
             lines += ["[[bus]]", f"name = {_toml(name)}", f"protocol = {_toml(protocol)}",
                       f"port = {_toml(path)}"]
-            if first.baudrate:
-                lines.append(f"baudrate = {first.baudrate}")
+            if protocol == "modbus_rtu":  # one line for all its meters, as the bus runs it
+                line = _line(first.config, first.profile)
+                lines += [f"baudrate = {line.baudrate}", f"parity = {_toml(line.parity)}",
+                          f"bytesize = {line.bytesize}", f"stopbits = {line.stopbits}"]
+            elif first.config.baudrate:
+                lines.append(f"baudrate = {first.config.baudrate}")
             lines.append("")
         for meter in self.meters:
             config = meter.config

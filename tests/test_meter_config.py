@@ -108,3 +108,27 @@ def test_no_profile_for_this_firmware_says_what_exists(tmp_path):
 
 def test_a_config_without_meters_is_still_valid(tmp_path):
     assert plan_meters(load(tmp_path, 'collector = "gw-0001"\n')) == []
+
+
+def test_meters_on_one_rs485_line_must_agree_on_its_settings(tmp_path):
+    mixed = GOOD.replace("baudrate = 9600\n", "")  # SDM120 defaults to 2400 baud, SDM630 to 9600
+    found = dict(problems(tmp_path, mixed))
+    why = found["bus[0]"]
+    assert "E1001 (eastron-sdm120): 2400 8N1" in why
+    assert "E1002 (eastron-sdm630" in why and "9600 8N1" in why
+    assert "set baudrate" in why
+    assert plan_meters(load(tmp_path, GOOD))  # the bus's own baudrate settles it
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "Europe", "../etc/passwd", ""])
+def test_an_unknown_meter_time_zone_is_a_load_error(tmp_path, zone):
+    text = GOOD.replace('port = "/dev/ttyUSB1"\n', f'port = "/dev/ttyUSB1"\ntimezone = "{zone}"\n')
+    found = problems(tmp_path, text)
+    assert any(key.startswith("bus.1.timezone") and "unknown time zone" in why
+               for key, why in found), found
+
+
+def test_a_known_meter_time_zone_loads(tmp_path):
+    text = GOOD.replace('port = "/dev/ttyUSB1"\n',
+                        'port = "/dev/ttyUSB1"\ntimezone = "Europe/Vienna"\n')
+    assert load(tmp_path, text).buses["probe"].timezone == "Europe/Vienna"
