@@ -354,3 +354,32 @@ def test_an_estimated_meter_reconciles_as_estimated_and_stays_on_re_read_routes(
     stop = next(stop for stop in route.stops if stop.meter == "E-MISSING")  # only a read
     assert stop.previous.value == Decimal("2500")  # trues it up; the last bill is its low
     assert stop.limits.low == Decimal("2500") and stop.limits.high > Decimal("2800")
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    ({"energy_import_kwh": Decimal("1000000000000000")}, "more than 15 digits"),
+    ({"energy_import_kwh": Decimal("2800.0000000001")}, "more than 9 decimal places"),
+    ({"energy_import_kwh": Decimal("-1")}, "cannot be negative"),
+    ({"energy_import_kwh": Decimal("NaN")}, "must be a number"),
+    ({"Energy Import": Decimal("2800")}, "not a register name"),
+])
+def test_an_override_the_api_would_refuse_is_refused_here_too(store, cycle, values, why):
+    cycle.send(kwh("E-SPIKE", "9800.000"))
+    edits(store)
+    spike = only_exception(store, "E-SPIKE", "spike")
+    before = open_rules(store, "E-SPIKE"), billing(store, "E-SPIKE")
+    with pytest.raises(ResolveError, match=why), store.begin() as conn:
+        resolve(conn, spike, Action.OVERRIDE, actor="j.smith", rule_set=RULES,
+                reason="typed from the dial", values=values)
+    assert (open_rules(store, "E-SPIKE"), billing(store, "E-SPIKE")) == before
+
+
+def test_the_largest_override_allowed_bills_exactly(store, cycle):
+    cycle.send(kwh("E-SPIKE", "9800.000"))
+    edits(store)
+    spike = only_exception(store, "E-SPIKE", "spike")
+    with store.begin() as conn:
+        resolve(conn, spike, Action.OVERRIDE, actor="j.smith", rule_set=RULES,
+                reason="typed from the dial",
+                values={"energy_import_kwh": Decimal("999999999999999.999999999")})
+    assert billing(store, "E-SPIKE").registers == {"energy_import_kwh": "999999999999999.999999999"}

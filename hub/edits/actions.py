@@ -57,6 +57,7 @@ from hub.edits.store import (
 from hub.reconcile import Cycle, MeterResult, Status
 from hub.reconcile_store import load_cycle
 from hub.store.tables import billing_reads, edit_exceptions, reads, rejected_reads
+from protocols.read import REGISTER_RE
 
 MAX_REASON = 2000
 
@@ -251,13 +252,34 @@ def _override_row(conn: Connection, exception: Any, row: Any, values: Mapping[st
                   zone: tzinfo, reason: str, now: datetime) -> dict[str, Any]:
     cycle, facts = _meter(conn, exception, zone)
     for name, value in values.items():
-        if value < 0:
-            raise ResolveError(f"{name}: an override value cannot be negative ({value})")
+        _check_override(name, value)
     read_at = read_from_row(row).read_at if row is not None else cycle.target
     read = MeterRead(read_at=read_at, registers=dict(values), kind=ReadKind.OVERRIDE,
                      reason=reason, cycle=cycle.id)
     return billing_row(cycle.id, facts, read, f"overridden by an operator: {reason}", now,
                        origin=EDITS_ORIGIN)
+
+
+OVERRIDE_MAX_DIGITS = 15
+"""Integer digits of an override value: far past any dial, and well inside the
+28 significant digits billing's decimal arithmetic carries exactly."""
+OVERRIDE_MAX_PLACES = 9
+
+
+def _check_override(name: str, value: Decimal) -> None:
+    """The API's bounds on a typed value, here so that every way in (CLI, API, code) has them."""
+    if not REGISTER_RE.fullmatch(name):
+        raise ResolveError(f"{name!r} is not a register name (e.g. energy_import_kwh)")
+    if not value.is_finite():
+        raise ResolveError(f"{name}: an override value must be a number, not {value}")
+    if value < 0:
+        raise ResolveError(f"{name}: an override value cannot be negative ({value})")
+    if value >= Decimal(10) ** OVERRIDE_MAX_DIGITS:
+        raise ResolveError(f"{name}: {value} has more than {OVERRIDE_MAX_DIGITS} digits "
+                           "before the point; no register holds that")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -OVERRIDE_MAX_PLACES:
+        raise ResolveError(f"{name}: {value} has more than {OVERRIDE_MAX_PLACES} decimal places")
 
 
 def _meter(conn: Connection, exception: Any, zone: tzinfo) -> tuple[Cycle, MeterFacts]:

@@ -26,7 +26,7 @@ from typing import TypeVar
 from hub.imports.csv_file import Record
 from hub.imports.problems import ROW, Problem
 from hub.rates.model import OPTION_RE, RATE_CODE_RE
-from protocols.read import METER_RE
+from protocols.read import METER_RE, REGISTER_RE
 from protocols.scalars import (
     ScalarError,
     format_decimal,
@@ -81,8 +81,6 @@ READ_TYPES = ("actual", "estimated")
 KEY_RE = METER_RE
 """Account, cycle and route ids and meter serials: the shape a read's meter id has."""
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-REGISTER_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-"""A canonical register name, as reads carry it: ``energy_import_kwh``, ``volume_m3``."""
 _INSTANT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}"
                          r"(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
