@@ -26,10 +26,41 @@ result combines its parts' (:func:`hub.api.steps.combine`); it is
 parts still run: a route's edits or bills stand on their own, and running
 the step again redoes every route.
 
-A part whose worker died is claimed again: its transaction rolled back, and
-a route's edits and bills are safe to redo. A runner notices at once a dead
-worker of its own machine (:func:`running_part_workers`,
-:func:`requeue_parts`); any other after :data:`STALE_AFTER`.
+A worker that died is noticed by the other runners, on any machine, within
+about a minute. Every runner keeps a heartbeat (``cycle_runners``,
+:func:`beat`) from a thread of its own, so a step that holds the runner for
+minutes does not stop it, and deletes its row when it stops cleanly
+(:func:`forget_runner`). Before each round a runner gives up the work of
+every other worker that is dead by one of two rules:
+
+- a runner of its own machine whose process is gone (``{host}-{pid}``, a
+  pid check: at once);
+- a worker whose last sign of life is older than :data:`RUNNER_DEAD_AFTER`
+  (:func:`silent_workers`): its heartbeat, or its latest claim if that is
+  later (the worker wrote it, so it was alive then). A worker without a
+  heartbeat row — one that claimed before migration 0007, or died before its
+  first heartbeat — is judged by its claims alone.
+
+Its parts are queued again (:func:`requeue_parts`): its transaction rolled
+back, and a route's edits and bills are safe to redo. Its whole runs
+(reconcile, export) are failed :data:`ABANDONED` (:func:`fail_runs_of`), so
+the cycle's step can be asked for again at once. Both are conditional
+UPDATEs (``status = 'running' AND worker = :dead``), so two runners judging
+one worker dead at once give its work up once; a part claimed again
+meanwhile is its new worker's and left alone. Each run's row is locked
+before its parts, as :func:`finish_part` locks them, so giving up never
+deadlocks with a part finishing. A worker that was only slow finds its part
+or run gone when it records it (:class:`PartLost`, :class:`RunLost`), so
+nothing is recorded twice; the heartbeat rows of the dead are swept away
+(:func:`forget_silent_runners`). The times compared are each machine's own
+UTC clock: :data:`RUNNER_DEAD_AFTER` (six heartbeats) leaves room for
+clocks a few seconds apart (NTP), not a minute.
+
+:data:`STALE_AFTER` stays as a last resort (:func:`fail_abandoned`): a
+heartbeat shows that a runner's process lives, not that its step moves. A
+step stuck on a lock or a file system that never answers holds its cycle
+with a fresh heartbeat; a part or run still running hours after it started
+is failed whoever holds it.
 
 Example::
 
@@ -46,13 +77,17 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, insert, select, update
+from sqlalchemy import Connection, delete, exists, func, insert, select, union_all, update
 
 from hub.reconcile_store import UnknownCycle
-from hub.store.tables import cycle_run_parts, cycle_runs, cycles, routes
+from hub.store.tables import cycle_run_parts, cycle_runners, cycle_runs, cycles, routes
 
+RUNNER_DEAD_AFTER = timedelta(seconds=60)
+"""A worker silent this long (no heartbeat, no claim) is dead: six of a runner's
+heartbeats (:data:`hub.api.runner.HEARTBEAT_S`) missed in a row."""
 STALE_AFTER = timedelta(hours=6)
-"""A run (or part) still ``running`` this long after it started belonged to a worker that died."""
+"""A run (or part) still ``running`` this long after it started is failed, however alive its
+worker looks: its step is stuck (the last resort behind the heartbeats)."""
 WHOLE_CYCLE = "*"
 """The route of the one part of a run that is not split by route."""
 MAX_ERRORS_SHOWN = 3
@@ -82,6 +117,10 @@ class RunConflict(Exception):
 
 class PartLost(Exception):
     """A part is no longer this worker's: it was given up as abandoned meanwhile."""
+
+
+class RunLost(Exception):
+    """A whole run is no longer this worker's: it was given up as abandoned meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -241,11 +280,22 @@ def close_run(conn: Connection, run: Run, parts: Sequence[Part], combine: Combin
 
 
 def finish_run(conn: Connection, run_id: int, *, result: dict[str, Any] | None = None,
-               error: str | None = None, now: datetime | None = None) -> Run:
-    conn.execute(update(cycle_runs).where(cycle_runs.c.id == run_id).values(
+               error: str | None = None, now: datetime | None = None,
+               worker: str | None = None) -> Run:
+    """Record the run done (or failed, with ``error``).
+
+    With ``worker``, only while the run is still running and that worker's:
+    :class:`RunLost` if it was given up as abandoned meanwhile.
+    """
+    held = cycle_runs.c.id == run_id
+    if worker is not None:
+        held &= (cycle_runs.c.status == RunStatus.RUNNING) & (cycle_runs.c.worker == worker)
+    recorded = conn.execute(update(cycle_runs).where(held).values(
         status=(RunStatus.FAILED if error is not None else RunStatus.DONE).value,
         finished_at=now or datetime.now(UTC), result=result, error=error,
     ))
+    if worker is not None and recorded.rowcount != 1:
+        raise RunLost(f"run {run_id} is no longer {worker}'s")
     return get_run(conn, run_id)
 
 
@@ -253,11 +303,13 @@ ABANDONED = "abandoned: its worker stopped before finishing; nothing it did was 
 
 
 def fail_abandoned(conn: Connection, *, now: datetime | None = None) -> int:
-    """Mark runs and parts whose worker died mid-step failed (their transactions rolled back).
+    """Mark runs and parts still running :data:`STALE_AFTER` after they started failed.
 
-    A run split into parts is never abandoned as a whole (a big cycle may
-    take longer than :data:`STALE_AFTER`); its abandoned parts are, and a run
-    whose last part that was closes failed. How many runs and parts were marked.
+    The last resort: a dead worker's work is given up long before
+    (:func:`silent_workers`); what is left this long is stuck. A run split
+    into parts is never abandoned as a whole (a big cycle may take longer
+    than :data:`STALE_AFTER`); its abandoned parts are, and a run whose last
+    part that was closes failed. How many runs and parts were marked.
     """
     now = now or datetime.now(UTC)
     marked = conn.execute(update(cycle_runs).where(
@@ -284,20 +336,117 @@ def _no_combine(_conn: Connection, run: Run, _parts: Sequence[Part]) -> dict[str
     raise AssertionError(f"run {run.id} has a failed part: nothing to combine")
 
 
-def running_part_workers(conn: Connection) -> set[str]:
-    """The workers holding a running part now."""
-    return set(conn.execute(select(cycle_run_parts.c.worker).where(
-        cycle_run_parts.c.status == RunStatus.RUNNING).distinct()).scalars())
+def beat(conn: Connection, worker: str, *, host: str, pid: int, started_at: datetime,
+         now: datetime | None = None) -> None:
+    """Record that runner ``worker`` (of ``host``, process ``pid``) is alive now: its heartbeat.
+
+    Its row is added the first time (and again if it was swept away while
+    the runner was silent). Only the runner itself writes its row.
+    """
+    now = now or datetime.now(UTC)
+    moved = conn.execute(update(cycle_runners).where(cycle_runners.c.worker == worker)
+                         .values(heartbeat_at=now)).rowcount
+    if not moved:
+        conn.execute(insert(cycle_runners).values(worker=worker, host=host, pid=pid,
+                                                  started_at=started_at, heartbeat_at=now))
+
+
+def forget_runner(conn: Connection, worker: str) -> None:
+    """Remove runner ``worker``'s heartbeat: it stopped cleanly, holding nothing."""
+    conn.execute(delete(cycle_runners).where(cycle_runners.c.worker == worker))
+
+
+def heartbeats(conn: Connection) -> dict[str, datetime]:
+    """Each runner's last heartbeat, by worker."""
+    return {row.worker: row.heartbeat_at for row in conn.execute(
+        select(cycle_runners.c.worker, cycle_runners.c.heartbeat_at))}
+
+
+def running_workers(conn: Connection) -> set[str]:
+    """The workers holding a running part or whole run now."""
+    return {worker for worker, _ in _claims(conn)}
+
+
+def silent_workers(conn: Connection, *, now: datetime | None = None) -> set[str]:
+    """The workers holding a running part or whole run that gave no sign of life lately.
+
+    A worker's last sign of life is its heartbeat or its latest running
+    claim, whichever is later; it is silent when that is older than
+    :data:`RUNNER_DEAD_AFTER`. A worker with no heartbeat row is judged by
+    its claims alone.
+    """
+    cutoff = (now or datetime.now(UTC)) - RUNNER_DEAD_AFTER
+    last: dict[str, datetime] = {}
+    for worker, started_at in _claims(conn):
+        last[worker] = max(started_at, last.get(worker, started_at))
+    for worker, heartbeat_at in conn.execute(
+            select(cycle_runners.c.worker, cycle_runners.c.heartbeat_at)
+            .where(cycle_runners.c.worker.in_(sorted(last)))):
+        last[worker] = max(heartbeat_at, last[worker])
+    return {worker for worker, at in last.items() if at < cutoff}
+
+
+def _claims(conn: Connection) -> list[tuple[str, datetime]]:
+    """(worker, started_at) of every running part and every running run not split into parts."""
+    parts, runs = cycle_run_parts.c, cycle_runs.c
+    return [(row.worker, row.started_at) for row in conn.execute(union_all(
+        select(parts.worker, parts.started_at).where(
+            (parts.status == RunStatus.RUNNING) & parts.worker.is_not(None)),
+        select(runs.worker, runs.started_at).where(
+            (runs.status == RunStatus.RUNNING) & runs.worker.is_not(None) & ~_has_parts()),
+    )) if row.started_at is not None]
+
+
+def fail_runs_of(conn: Connection, workers: Collection[str], *,
+                 now: datetime | None = None) -> int:
+    """Mark the running whole runs (not split into parts) of ``workers``, known to be dead,
+    failed :data:`ABANDONED`; how many.
+
+    Failed, not queued again: the step may be asked for again at once, by
+    someone who can tell whether its cycle's data has changed meanwhile.
+    """
+    if not workers:
+        return 0
+    runs = cycle_runs.c
+    return conn.execute(update(cycle_runs).where(
+        (runs.status == RunStatus.RUNNING) & runs.worker.in_(sorted(workers)) & ~_has_parts()
+    ).values(status=RunStatus.FAILED.value, finished_at=now or datetime.now(UTC),
+             error=ABANDONED)).rowcount
 
 
 def requeue_parts(conn: Connection, workers: Collection[str]) -> int:
-    """Queue again the running parts of ``workers``, known to be dead; how many."""
+    """Queue again the running parts of ``workers``, known to be dead; how many.
+
+    Run by run, in run order, each run's row locked before its parts (as
+    :func:`finish_part` locks them); only parts still running and held by a
+    dead worker change, so two runners doing this at once requeue each part
+    once, and a part claimed again meanwhile stays its new worker's.
+    """
     if not workers:
         return 0
     parts = cycle_run_parts.c
-    return conn.execute(update(cycle_run_parts).where(
-        (parts.status == RunStatus.RUNNING) & parts.worker.in_(list(workers))
-    ).values(status=RunStatus.QUEUED.value, worker=None, started_at=None)).rowcount
+    held = (parts.status == RunStatus.RUNNING) & parts.worker.in_(sorted(workers))
+    requeued = 0
+    for run_id in conn.execute(select(parts.run_id).where(held).distinct()
+                               .order_by(parts.run_id)).scalars().all():
+        conn.execute(select(cycle_runs.c.id).where(cycle_runs.c.id == run_id)
+                     .with_for_update())
+        requeued += conn.execute(update(cycle_run_parts).where(held & (parts.run_id == run_id))
+                                 .values(status=RunStatus.QUEUED.value, worker=None,
+                                         started_at=None)).rowcount
+    return requeued
+
+
+def forget_silent_runners(conn: Connection, *, now: datetime | None = None) -> int:
+    """Remove the heartbeats older than :data:`RUNNER_DEAD_AFTER`; how many.
+
+    Rows of runners that died, whatever they held (that is given up by its
+    claims' age alone): a machine whose workers crash and restart would
+    otherwise gather one row per process.
+    """
+    cutoff = (now or datetime.now(UTC)) - RUNNER_DEAD_AFTER
+    return conn.execute(delete(cycle_runners).where(cycle_runners.c.heartbeat_at < cutoff)
+                        ).rowcount
 
 
 def get_run(conn: Connection, run_id: int) -> Run:

@@ -51,7 +51,9 @@ Cycle steps asked for through the API (``hub/api/runs.py``):
 
 - ``cycle_runs``: one per step asked for, queued until a runner takes it;
 - ``cycle_run_parts``: an edits or bill run split by route, one row per
-  route, each claimed and worked by one runner of however many hub workers.
+  route, each claimed and worked by one runner of however many hub workers;
+- ``cycle_runners``: each running runner's heartbeat, so the others can tell
+  a runner that died (on any machine) from one still working.
 """
 
 from __future__ import annotations
@@ -390,6 +392,15 @@ cycle_run_parts = Table(
     Column("result", JSON),
     Column("error", Text),
     Index("ix_cycle_run_parts_status", "status", "run_id"),
+)
+
+cycle_runners = Table(
+    "cycle_runners", metadata,
+    Column("worker", String(128), primary_key=True),
+    Column("host", String(128), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
 )
 
 reconciliations = Table(
