@@ -44,7 +44,7 @@ from edge_agent.profiles_cli import profiles_app
 from protocols.batch import MAX_BATCH_READS, encode_batch
 from protocols.broker_settings import BrokerCredentialError
 from protocols.errors import ReadError
-from protocols.logs import LOG_FORMAT_ENV, LogFormat, configure_logging
+from protocols.logs import LOG_FORMAT_ENV, LogFormat, announce, configure_logging
 from protocols.signing import load_public_key, public_key_pem, public_key_raw_b64
 
 app = typer.Typer(
@@ -316,7 +316,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    err.print(f"edge-agent {cfg.collector} running (key {agent.signer.key_id})")
+    announce(err, f"edge-agent {cfg.collector} running (key {agent.signer.key_id})")
     try:
         agent.run(stop)
     finally:

@@ -46,6 +46,7 @@ from hub.workers import (
     worker_command,
 )
 from protocols.broker_settings import BrokerCredentialError
+from protocols.logs import announce
 from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
 from protocols.web_server import WebServer
 
@@ -132,7 +133,7 @@ def serve(
         except BrokerCredentialError as exc:
             log.error("%s", exc)
             raise typer.Exit(2) from None
-        err.print(f"{name}: store {store}, broker {broker.host}:{broker.effective_port}")
+        announce(err, f"{name}: store {store}, broker {broker.host}:{broker.effective_port}")
         tune_garbage_collector()
         with ExitStack() as running:
             if settings is not None:
@@ -147,9 +148,8 @@ def serve(
                     log.error("cannot serve HTTP on %s:%s: %s", http_host, http_port, exc)
                     raise typer.Exit(2) from None
                 running.callback(server.stop)
-                err.print(f"{name}: API and operator pages on {server.url} "
-                          f"(API docs {server.url}/api/v1/docs)")
-                log.info("API and operator pages on %s", server.url)
+                announce(err, f"{name}: API and operator pages on {server.url} "
+                              f"(API docs {server.url}/api/v1/docs)")
             worker.run(stop)
 
 
@@ -166,9 +166,8 @@ def _supervise(ctx: typer.Context, workers: int) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     supervisor = Supervisor(lambda i: worker_command(ctx, i, skip=SUPERVISOR_OPTIONS), workers)
-    err.print(f"meterhub serve: {workers} workers on store {where} (pid {os.getpid()} "
-              "supervises them)")
-    log.info("supervising %d hub workers on %s", workers, where)
+    announce(err, f"meterhub serve: {workers} workers on store {where} (pid {os.getpid()} "
+                  "supervises them)")
     return supervisor.run(stop)
 
 

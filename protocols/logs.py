@@ -13,6 +13,13 @@ log shipper that should not have to guess where a message ends::
 any ``extra={…}`` a caller passes becomes a field of its own. Secrets never
 reach a log line: callers log key ids and paths, never key material or
 passphrases.
+
+Under systemd (stderr is the journal: ``$JOURNAL_STREAM`` names it) every
+line starts with its syslog priority, ``<4>`` for a warning, which journald
+takes off and records, so ``journalctl -p warning -u meterhub`` shows the
+warnings and errors alone. A service's start-up line (:func:`announce`: where
+it listens, which store) goes through the same handler, so a JSON log holds
+nothing but JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from rich.logging import RichHandler
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMAT_ENV = "METERHUB_LOG_FORMAT"
+HANDLER_NAME = "meterhub"
+"""The name of the root handler :func:`configure_logging` installs (:func:`announce` uses it)."""
 
 
 class LogFormat(StrEnum):
@@ -65,6 +74,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
+                   logging.INFO: 6, logging.DEBUG: 7}
+"""sd-daemon(3) priority prefixes by logging level (journald strips and records them)."""
+
+
+class JournalPriority(logging.Formatter):
+    """Prefix every line of another formatter's output with the record's ``<priority>``.
+
+    Every line, not only the first: journald makes each line of a traceback an
+    entry of its own, and each should keep the record's priority.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def _priority(levelno: int) -> int:
+    for level, priority in sorted(SYSLOG_PRIORITY.items(), reverse=True):
+        if levelno >= level:
+            return priority
+    return SYSLOG_PRIORITY[logging.DEBUG]
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal's stream: ``$JOURNAL_STREAM`` is its ``device:inode``."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = stream.partition(":")
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+        return (int(device), int(inode)) == (stat.st_dev, stat.st_ino)
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 def log_format_from_env() -> LogFormat:
     """``$METERHUB_LOG_FORMAT`` (text or json), text when unset or unknown."""
     try:
@@ -95,4 +143,21 @@ def configure_logging(level: str, console: Console | None = None,
         formatter = logging.Formatter(PLAIN_FORMAT, datefmt="%Y-%m-%dT%H:%M:%SZ")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
+    if not isinstance(handler, RichHandler) and stderr_is_journal():
+        handler.setFormatter(JournalPriority(handler.formatter or logging.Formatter()))
+    handler.set_name(HANDLER_NAME)
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def announce(console: Console, message: str, *, logger: str = "meterhub") -> None:
+    """A service's start-up line, shown whatever the log level: where it listens, what it uses.
+
+    At a terminal it is printed for the person there; otherwise it is an
+    ``info`` record through the configured handler, bypassing the level, so
+    a JSON log stays JSON and the journal gets it with a timestamp.
+    """
+    ours = [h for h in logging.getLogger().handlers if h.get_name() == HANDLER_NAME]
+    if not ours or isinstance(ours[0], RichHandler):
+        console.print(message, markup=False, highlight=False)
+        return
+    ours[0].handle(logging.LogRecord(logger, logging.INFO, __file__, 0, message, None, None))

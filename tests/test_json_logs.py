@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
-from protocols.logs import JsonFormatter, LogFormat, configure_logging
+from protocols.logs import JsonFormatter, LogFormat, announce, configure_logging
 from tests.conftest import script
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -86,3 +87,77 @@ def test_the_format_defaults_to_the_environment_then_text(monkeypatch, root_logg
     monkeypatch.delenv("METERHUB_LOG_FORMAT")
     configure_logging("info")
     assert not isinstance(root_logger.handlers[0].formatter, JsonFormatter)
+
+
+def test_a_service_start_line_is_a_json_record_in_json_mode(tmp_path, cli_env):
+    """``meterhub serve`` says where it listens; in JSON mode that line is JSON too."""
+    db = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    subprocess.run([script("meterhub"), "--db", db, "db", "upgrade"], env=cli_env,
+                   capture_output=True, check=True, timeout=60)
+    serving = subprocess.Popen(
+        [script("meterhub"), "--log-format", "json", "--db", db, "serve",
+         "--broker-port", "1", "--no-verifier"],
+        env=cli_env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = serving.stderr.readline()
+    finally:
+        serving.terminate()
+        serving.wait(30)
+    entry = json.loads(first)
+    assert (entry["level"], entry["logger"]) == ("info", "meterhub")
+    assert entry["message"].startswith("meterhub serve: store ")
+
+
+def journal_stderr(monkeypatch, tmp_path):
+    """Make this process's stderr a file that $JOURNAL_STREAM names, as systemd does."""
+    import os
+
+    path = tmp_path / "journal"
+    stream = path.open("w")
+    monkeypatch.setattr(sys, "stderr", stream)
+    stat = os.fstat(stream.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    return path, stream
+
+
+@pytest.mark.parametrize("fmt", [LogFormat.TEXT, LogFormat.JSON])
+def test_under_systemd_every_line_carries_its_priority(monkeypatch, tmp_path, root_logger, fmt):
+    path, stream = journal_stderr(monkeypatch, tmp_path)
+    configure_logging("info", console=Console(file=stream), fmt=fmt)
+    logging.getLogger("hub.ingest").info("stored 3 reads")
+    logging.getLogger("hub.ingest").warning("refused seq 41")
+    try:
+        raise ValueError("the store went away")
+    except ValueError:
+        logging.getLogger("hub.ingest").exception("ingest failed")
+    stream.flush()
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("<6>") and "stored 3 reads" in lines[0]
+    assert lines[1].startswith("<4>") and "refused seq 41" in lines[1]
+    assert lines[2].startswith("<3>") and "ingest failed" in lines[2]
+    assert all(line.startswith("<3>") for line in lines[2:])  # the traceback's lines too
+    if fmt is LogFormat.JSON:
+        assert json.loads(lines[1][3:])["message"] == "refused seq 41"
+
+
+def test_without_the_journal_there_is_no_prefix(monkeypatch, tmp_path, root_logger):
+    path, stream = journal_stderr(monkeypatch, tmp_path)
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # some other stream: the journal is elsewhere
+    configure_logging("info", console=Console(file=stream))
+    logging.getLogger("hub").warning("refused seq 41")
+    stream.flush()
+    assert path.read_text().split(" ", 1)[1].startswith("WARNING hub: refused seq 41")
+
+
+def test_announce_passes_the_level_and_prints_at_a_terminal(monkeypatch, tmp_path, root_logger):
+    path, stream = journal_stderr(monkeypatch, tmp_path)
+    configure_logging("error", console=Console(file=stream), fmt=LogFormat.JSON)
+    announce(Console(file=stream), "meterhub serve: store sqlite:///hub.sqlite")
+    stream.flush()
+    [line] = path.read_text().splitlines()
+    assert line.startswith("<6>") and json.loads(line[3:])["level"] == "info"
+    terminal = Console(file=(tmp_path / "tty").open("w"), force_terminal=True)
+    configure_logging("error", console=terminal, fmt=LogFormat.TEXT)
+    announce(terminal, "edge-agent gw-1 running")
+    terminal.file.flush()
+    assert "edge-agent gw-1 running" in (tmp_path / "tty").read_text()

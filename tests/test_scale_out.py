@@ -162,7 +162,8 @@ def test_two_workers_store_every_read_once_and_a_killed_worker_loses_nothing(
     taken = batches_by_pid(log)
     last = worker_pids(log)
     assert taken[last[0]] > 0 and taken[last[1]] > 0, taken  # the broker shared the batches
-    assert text.count("INFO hub: API and operator pages on") == 1  # worker 0's, once
+    assert text.count("INFO meterhub: meterhub serve worker 0: API and operator pages on") == 1
+    assert text.count("API and operator pages on") == 1  # worker 0's, once
     assert {p.worker for p in parts} <= {f"{socket.gethostname()}-{pid}" for pid in last.values()}
     for pid in last.values():  # the supervisor stopped its workers on SIGTERM
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
