@@ -28,7 +28,14 @@ from edge_agent import __version__, read_cli, route_cli
 from edge_agent.agent import Agent, open_buffer
 from edge_agent.buffer import EdgeBuffer, EdgeBufferError
 from edge_agent.buffer_schema import SchemaError
-from edge_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from edge_agent.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    AgentConfig,
+    ConfigError,
+    KeyConfig,
+    load_config,
+)
 from edge_agent.files import write_atomic
 from edge_agent.health import load_health
 from edge_agent.keys import (
@@ -77,16 +84,23 @@ err = Console(stderr=True)
 log = logging.getLogger("edge_agent")
 
 KeyOption = Annotated[
-    Path,
-    typer.Option("--key", envvar="METERHUB_EDGE_KEY", help="Private key file (PEM, mode 0600)."),
+    Path | None,
+    typer.Option("--key", envvar="METERHUB_EDGE_KEY", show_default="collector.key, or "
+                 "[key] path of --config", help="Private key file (PEM, mode 0600)."),
 ]
 PassphraseEnvOption = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--passphrase-env",
+        "--passphrase-env", show_default=f"{PASSPHRASE_ENV}, or [key] passphrase_env of --config",
         help="Name of the environment variable holding the key's passphrase; the key is "
         "encrypted when it is set.",
     ),
+]
+KeyConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar=CONFIG_ENV, help="Take the key's path and passphrase "
+                 "variable from this agent configuration's [key] section (the key the agent "
+                 "signs with), unless --key / --passphrase-env say otherwise."),
 ]
 ConfigOption = Annotated[
     Path,
@@ -132,13 +146,27 @@ def _user_errors() -> Iterator[None]:
 # --- keys -----------------------------------------------------------------------
 
 
+def _key_setting(key: Path | None, passphrase_env: str | None,
+                 config: Path | None) -> tuple[Path, str]:
+    """The key file and passphrase variable: the options', else the config's [key], else defaults.
+
+    So that ``edge-agent keys show -c /etc/meterhub-edge/edge-agent.toml`` shows
+    the key the agent really signs with, not a ``collector.key`` in the
+    current directory.
+    """
+    section = _config(config).key if config is not None else KeyConfig()
+    return key or section.path, passphrase_env or section.passphrase_env
+
+
 @keys_app.command("generate")
 def keys_generate(
-    key: KeyOption = Path("collector.key"),
+    key: KeyOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
-    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+    passphrase_env: PassphraseEnvOption = None,
+    config: KeyConfigOption = None,
 ) -> None:
     """Create a new signing key, readable by its owner only (mode 0600)."""
+    key, passphrase_env = _key_setting(key, passphrase_env, config)
     with _user_errors():
         signer = generate_key_file(
             key, passphrase=passphrase_from_env(passphrase_env), overwrite=force
@@ -150,10 +178,12 @@ def keys_generate(
 
 @keys_app.command("show")
 def keys_show(
-    key: KeyOption = Path("collector.key"),
-    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+    key: KeyOption = None,
+    passphrase_env: PassphraseEnvOption = None,
+    config: KeyConfigOption = None,
 ) -> None:
     """Show a key's id, file mode, encryption and public key."""
+    key, passphrase_env = _key_setting(key, passphrase_env, config)
     with _user_errors():
         info = key_file_info(key, passphrase=passphrase_from_env(passphrase_env))
     table = Table(show_header=False, box=None)
@@ -167,13 +197,15 @@ def keys_show(
 
 @keys_app.command("export-public")
 def keys_export_public(
-    key: KeyOption = Path("collector.key"),
+    key: KeyOption = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write here instead of standard output.")
     ] = None,
-    passphrase_env: PassphraseEnvOption = PASSPHRASE_ENV,
+    passphrase_env: PassphraseEnvOption = None,
+    config: KeyConfigOption = None,
 ) -> None:
     """Print the public key (PEM) to enrol this collector with the hub."""
+    key, passphrase_env = _key_setting(key, passphrase_env, config)
     with _user_errors():
         signer = load_signer(key, passphrase=passphrase_from_env(passphrase_env))
     pem = public_key_pem(signer.public_key)

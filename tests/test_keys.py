@@ -107,3 +107,37 @@ def test_agent_refuses_to_start_with_a_world_readable_key(tmp_path, cli_env):
     assert result.returncode == 2
     assert "0644" in result.stderr and "refusing" in result.stderr
     assert not (tmp_path / "buffer.sqlite").exists()  # nothing was started
+
+
+def test_cli_keys_follow_the_configs_key_section(tmp_path, cli_env):
+    """``-c`` uses the key the agent signs with: [key] path (relative to the config) and
+    passphrase_env; --key still wins."""
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "edge-agent.toml"
+    config.write_text('collector = "gw-0001"\n\n[key]\npath = "keys/gw.key"\n'
+                      'passphrase_env = "GW_PASS"\n')
+    env = {**cli_env, "GW_PASS": "s3cret-pass"}
+    made = subprocess.run([script("edge-agent"), "keys", "generate", "-c", str(config)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    key = tmp_path / "etc" / "keys" / "gw.key"
+    assert mode(key) == 0o600 and b"ENCRYPTED" in key.read_bytes()
+    assert not (tmp_path / "collector.key").exists()
+    key_id = load_signer(key, passphrase=b"s3cret-pass").key_id
+    assert key_id in made.stdout
+    shown = subprocess.run([script("edge-agent"), "keys", "show", "-c", str(config)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert key_id in shown.stdout and str(key) in shown.stdout.replace("\n", "")
+    other = generate_key_file(tmp_path / "other.key")
+    shown = subprocess.run([script("edge-agent"), "keys", "show", "-c", str(config),
+                            "--key", "other.key", "--passphrase-env", "NONE_SET"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert other.key_id in shown.stdout
+
+
+def test_cli_keys_name_a_broken_config(tmp_path, cli_env):
+    config = tmp_path / "edge-agent.toml"
+    config.write_text('collector = "gw-0001"\n\n[key]\npaht = "k.pem"\n')
+    result = subprocess.run([script("edge-agent"), "keys", "show", "-c", str(config)],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "key.paht" in result.stderr
