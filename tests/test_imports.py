@@ -209,6 +209,27 @@ def test_one_bad_row_imports_nothing_and_names_file_line_column_and_reason(store
     assert snapshot(store)["accounts"] == []
 
 
+@pytest.mark.parametrize("cycle_id", ["2026/11", "2026:11", ".C1", "C 1"])
+def test_a_cycle_id_that_could_not_name_its_export_file_is_refused(store, tmp_path, cycle_id):
+    problems = rejected(store, tmp_path, Kind.CYCLES, CYCLES.replace("C2,", f"{cycle_id},"))
+    assert [(p.line, p.column) for p in problems] == [(3, "cycle_id")]
+    assert "names the cycle's export file" in problems[0].reason
+    assert snapshot(store)["cycles"] == []
+
+
+@given(st.text(alphabet="C2026-11./:_ a\\", min_size=1, max_size=70))
+@example("C2026-11.a_b")
+def test_every_cycle_id_import_accepts_can_name_an_export_file(cycle_id):
+    from hub.export.files import export_file_name
+    from hub.imports.rows import parse_cycle
+
+    fields = dict(zip(CYCLES.splitlines()[0].split(","), CYCLES.splitlines()[1].split(","),
+                      strict=True))
+    parsed = parse_cycle({**fields, "cycle_id": cycle_id}, file="cycles.csv", line=2)
+    if not isinstance(parsed, list):
+        assert export_file_name(parsed.cycle_id, "csv") == f"{parsed.cycle_id}.csv"
+
+
 def test_every_bad_row_is_reported_not_just_the_first(store, tmp_path):
     text = ACCOUNTS + (
         "A-4,,8 Elm Street,active,RES-E1,\n"            # line 5: no name

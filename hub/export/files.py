@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,12 +29,14 @@ from edge_agent.files import write_atomic
 from hub.export.formats import Format, render
 from hub.export.manifest import Manifest, build_manifest, manifest_path_for
 from hub.export.rows import ExportError, ExportRow
+from hub.imports.rows import CYCLE_ID_RE
 from protocols.signing import Signer
 
 log = logging.getLogger(__name__)
 
-CYCLE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-"""A cycle id that is safe as a file name: no separators, no leading dot."""
+CYCLE_FILE_RE = CYCLE_ID_RE
+"""A cycle id that is safe as a file name: no separators, no leading dot (import holds every
+cycle id to this shape, so any imported cycle can be exported)."""
 
 
 class ExportPathError(ExportError, ValueError):

@@ -79,7 +79,11 @@ READ_TYPES = ("actual", "estimated")
 """How the CIS billed a read: from the meter, or estimated (``billing_reads.kind``)."""
 
 KEY_RE = METER_RE
-"""Account, cycle and route ids and meter serials: the shape a read's meter id has."""
+"""Account ids and meter serials: the shape a read's meter id has."""
+CYCLE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Cycle ids name export files (``C2026-11.csv``) and sit in API paths (``/cycles/{id}``), so
+no ``/`` or ``:``; checked here, or a cycle imported today could not be exported at its end
+(:data:`hub.export.files.CYCLE_FILE_RE` is this one)."""
 PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _INSTANT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}"
                          r"(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?")
@@ -247,6 +251,11 @@ class _Fields:
                          shape="an id (letters, digits, ._:/-; at most 64, starting with a "
                                "letter or digit)")
 
+    def cycle_key(self, column: str) -> str | None:
+        return self.text(column, max_len=64, pattern=CYCLE_ID_RE,
+                         shape="a cycle id (letters, digits, . _ -; at most 64, starting with "
+                               "a letter or digit): it names the cycle's export file")
+
     def choice(self, column: str, choices: Sequence[str]) -> str | None:
         value = self.text(column, max_len=64)
         if value is not None and value not in choices:
@@ -380,7 +389,7 @@ def parse_meter(fields: Mapping[str, str], *, file: str, line: int) -> MeterRow 
 def parse_cycle(fields: Mapping[str, str], *, file: str, line: int) -> CycleRow | list[Problem]:
     """A ``cycles.csv`` record, or its problems; an empty scheduled date is the window's end."""
     f = _Fields(fields, file=file, line=line)
-    cycle_id = f.key("cycle_id")
+    cycle_id = f.cycle_key("cycle_id")
     window_start, window_end = f.day("read_window_start"), f.day("read_window_end")
     scheduled = f.day("scheduled_read_date", required=False)
     bill_start, bill_end = f.day("bill_period_start"), f.day("bill_period_end")
@@ -404,7 +413,7 @@ def parse_route_stop(fields: Mapping[str, str], *, file: str, line: int
                      ) -> RouteStopRow | list[Problem]:
     """A ``routes.csv`` record (one stop of a route), or its problems."""
     f = _Fields(fields, file=file, line=line)
-    route_id, cycle_id = f.key("route_id"), f.key("cycle_id")
+    route_id, cycle_id = f.key("route_id"), f.cycle_key("cycle_id")
     sequence = f.integer("sequence", 1, MAX_SEQUENCE)
     serial = f.key("meter_serial")
     notes = f.text("location_notes", required=False) or ""
@@ -427,7 +436,7 @@ def parse_history(fields: Mapping[str, str], *, file: str, line: int
                   ) -> HistoryRow | list[Problem]:
     """A ``history.csv`` record (one register of a billed read), or its problems."""
     f = _Fields(fields, file=file, line=line)
-    cycle_id, serial = f.key("cycle_id"), f.key("meter_serial")
+    cycle_id, serial = f.cycle_key("cycle_id"), f.key("meter_serial")
     read_at = f.instant("read_at")
     read_type = f.choice("read_type", READ_TYPES)
     register = f.text("register", max_len=64, pattern=REGISTER_RE,
