@@ -78,6 +78,7 @@ app.add_typer(buffer_app, name="buffer")
 app.add_typer(profiles_app, name="profiles")
 app.command("read")(read_cli.read)
 app.command("route")(route_cli.route)
+app.add_typer(route_cli.code_app, name="handheld-code")
 
 out = Console()
 err = Console(stderr=True)

@@ -18,17 +18,34 @@ HTTP layer:
 * a probe read from another meter than the stop's is refused (see
   :mod:`edge_agent.handheld_probe`).
 
+Who may use the page: every read is signed with the handheld's key, so with
+an access code (``[handheld] access_code_file``, required off loopback) every
+page and form asks for a session first (:class:`AccessControl`). A GET without
+one is sent to ``/login?next=…``, any other request is refused with the login
+form, and nothing is buffered. ``POST /login`` compares the typed code in
+constant time and sets a random session cookie (HttpOnly, SameSite=Strict,
+Path=/, Secure over https) valid for :data:`SESSION_LIFETIME_S`; sessions live
+in this process only, so a restart asks for the code again. After
+:data:`FREE_FAILURES` wrong codes from one client, it must wait
+:data:`FIRST_LOCKOUT_S`, doubling with every further wrong code up to
+:data:`MAX_LOCKOUT_S` (:class:`LoginThrottle`); every wrong code is logged with
+the client's address, never with what was typed. ``POST /logout`` ends the
+session. Without an access code (loopback only) the page is open to the
+handheld's own browser. Either way the page answers to its allowed host names
+only and refuses cross-site form posts (``Origin`` check).
+
 Example::
 
-    app = create_app(store, buffer, Probe.from_config(section))
+    access = AccessControl(load_access_code(Path("handheld.code")))
+    app = create_app(store, buffer, Probe.from_config(section), access=access)
     with HandheldServer(app, "127.0.0.1", 8080) as server:
         print(server.url)
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +61,7 @@ from fastapi.templating import Jinja2Templates
 
 from edge_agent.buffer import BufferFull, EdgeBuffer, EdgeBufferError
 from edge_agent.clock import ntp_synced
+from edge_agent.handheld_access import SESSION_COOKIE, AccessControl, safe_next, wait_text
 from edge_agent.handheld_probe import Probe, ProbeError, ProbeReading, WrongMeter
 from edge_agent.route_store import RouteStore, UnknownRoute, Visit
 from protocols.errors import ReadError
@@ -62,6 +80,7 @@ MAX_NOTE = 500
 MAX_ENTRY = 32
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _ENTRY_RE = re.compile(r"\d+(?:[.,]\d+)?")
+
 
 
 # --- the rules (pure) ------------------------------------------------------------------
@@ -191,19 +210,29 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ntp: Callable[[], bool] = ntp_synced,
     allowed_hosts: Sequence[str] | None = None,
+    access: AccessControl | None = None,
 ) -> FastAPI:
     """The route page over ``store`` (routes and visits) and ``buffer`` (signed reads).
 
-    ``allowed_hosts``: host names the page answers to (``None``: any). The page has
-    no login, so on loopback it should answer to loopback names only — a web page
-    the handheld's browser visits must not reach it by DNS rebinding. Cross-site
-    form posts are refused either way (``Origin`` check).
+    ``access``: the access code and its sessions; ``None``: no login, for a page on
+    loopback only. ``allowed_hosts``: host names the page answers to (``None``:
+    any, for a page listening beyond loopback). On loopback it should answer to
+    loopback names only — a web page the handheld's browser visits must not reach
+    it by DNS rebinding. Cross-site form posts are refused either way (``Origin``
+    check).
     """
     pages = HandheldPages(store, buffer, probe, clock=clock, ntp=ntp,
-                          allowed_hosts=allowed_hosts)
+                          allowed_hosts=allowed_hosts, access=access)
     app = FastAPI(title="meterhub handheld", docs_url=None, redoc_url=None, openapi_url=None)
+    # The last middleware added runs first: host and Origin are checked before the session.
+    app.middleware("http")(pages.signed_in)
     app.middleware("http")(pages.same_origin)
     app.add_exception_handler(PageError, pages.page_error)  # type: ignore[arg-type]
+    if access is not None:
+        app.add_api_route("/login", pages.login_form, methods=["GET"],
+                          response_class=HTMLResponse)
+        app.add_api_route("/login", pages.log_in, methods=["POST"], response_model=None)
+        app.add_api_route("/logout", pages.log_out, methods=["POST"], response_model=None)
     stop_path = "/routes/{route_id}/stops/{sequence}"
     app.add_api_route("/", pages.routes_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/routes/{route_id}", pages.route_page, methods=["GET"],
@@ -222,9 +251,10 @@ class HandheldPages:
     def __init__(
         self, store: RouteStore, buffer: EdgeBuffer, probe: Probe, *,
         clock: Callable[[], datetime], ntp: Callable[[], bool],
-        allowed_hosts: Sequence[str] | None,
+        allowed_hosts: Sequence[str] | None, access: AccessControl | None = None,
     ) -> None:
         self.store = store
+        self.access = access
         self.buffer = buffer
         self.probe = probe
         self.clock = clock
@@ -250,6 +280,28 @@ class HandheldPages:
         if request.method == "POST" and origin is not None and urlsplit(origin).netloc != host:
             return PlainTextResponse("cross-site form posts are refused", 403)
         return await call_next(request)
+
+    async def signed_in(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """With an access code, let only a session through: GETs go to the login form."""
+        access = self.access
+        request.state.signed_in = False
+        if access is None or request.url.path in _OPEN_PATHS:
+            return await call_next(request)
+        if access.sessions.valid(request.cookies.get(SESSION_COOKIE)):
+            request.state.signed_in = True
+            response = await call_next(request)
+            response.headers["Cache-Control"] = "no-store"  # no route page after a logout
+            return response
+        if request.method in ("GET", "HEAD"):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        log.warning("route page: %s %s without a session from %s refused", request.method,
+                    request.url.path, _client(request))
+        return self.login_page(
+            request, next=request.url.path.rsplit("/", 1)[0] or "/", status=401,
+            error="Log in first: nothing was saved.")
 
     async def page_error(self, request: Request, exc: PageError) -> HTMLResponse:
         return self.page(request, "error.html", exc.status, message=str(exc))
@@ -308,6 +360,64 @@ class HandheldPages:
         base = f"/routes/{quote(route.route_id, safe='')}"
         url = f"{base}/stops/{target}" if target is not None else base
         return RedirectResponse(f"{url}?saved={stop.sequence}", status_code=303)
+
+    # --- logging in and out -------------------------------------------------------------
+
+    def login_page(
+        self, request: Request, *, next: str, status: int = 200, error: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The login form; the code typed is never sent back."""
+        return self.templates.TemplateResponse(
+            request, "login.html", {"next": safe_next(next), "error": error},
+            status_code=status, headers=dict(headers or {}))
+
+    def login_form(self, request: Request, next: str = "/") -> HTMLResponse:
+        return self.login_page(request, next=next)
+
+    def log_in(
+        self, request: Request, code: Annotated[str, Form(max_length=256)],
+        next: Annotated[str, Form(max_length=2048)] = "/",
+    ) -> Response:
+        """Check the code (throttled per client) and open a session."""
+        access = self._access()
+        client = _client(request)
+        wait = access.throttle.retry_after(client)
+        if wait > 0:
+            log.warning("route page: login from %s refused: too many wrong access codes "
+                        "(%.0f s to wait)", client, wait)
+            return self.login_page(
+                request, next=next, status=429, headers={"Retry-After": str(math.ceil(wait))},
+                error=f"Too many wrong codes: try again in {wait_text(wait)}.")
+        if not access.matches(code):
+            failures = access.throttle.failed(client)
+            log.warning("route page: wrong access code from %s (%d in a row)", client, failures)
+            wait = access.throttle.retry_after(client)
+            error = "Wrong access code." + (
+                f" Too many wrong codes: try again in {wait_text(wait)}." if wait > 0 else "")
+            return self.login_page(request, next=next, status=401, error=error)
+        access.throttle.succeeded(client)
+        access.sessions.close(request.cookies.get(SESSION_COOKIE))
+        token = access.sessions.open()
+        log.info("route page: session opened for %s", client)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, max_age=int(access.sessions.lifetime_s),
+                            path="/", secure=request.url.scheme == "https", httponly=True,
+                            samesite="strict")
+        return response
+
+    def log_out(self, request: Request) -> RedirectResponse:
+        self._access().sessions.close(request.cookies.get(SESSION_COOKIE))
+        log.info("route page: session closed for %s", _client(request))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=request.url.scheme == "https",
+                               httponly=True, samesite="strict")
+        return response
+
+    def _access(self) -> AccessControl:
+        if self.access is None:  # the login routes exist only with an access code
+            raise PageError(404, "This handheld has no access code.")
+        return self.access
 
     # --- the endpoints ------------------------------------------------------------------
 
@@ -378,6 +488,13 @@ class HandheldPages:
 
 
 _PROBE_STATUS = {"no_probe": 503, "profile": 422, "register_missing": 422}
+_OPEN_PATHS = frozenset({"/login", "/logout"})
+"""Reachable without a session: the form, and a logout that may find its session gone."""
+
+
+def _client(request: Request) -> str:
+    """The client's address, for the throttle and the log."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def _saved(visits: Mapping[int, Visit], sequence: int | None) -> Visit | None:
@@ -395,15 +512,6 @@ def _when(moment: datetime | None) -> str:
 # --- serving -----------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or address to listen on) is reachable from this machine only."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 HandheldServer = WebServer
-"""The route page's server (loopback by default: see :func:`is_loopback`)."""
+"""The route page's server (loopback by default: see
+:func:`edge_agent.handheld_config.is_loopback`)."""

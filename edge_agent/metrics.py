@@ -41,10 +41,8 @@ with a message instead of a log line on a thread.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import sqlite3
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +55,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_agent.files import PrivateFileError, read_private_file
 from protocols.driver import MeterError
+from protocols.web_paths import is_loopback
 from protocols.web_server import WebServer
 
 if TYPE_CHECKING:
@@ -101,28 +101,12 @@ class MetricsError(Exception):
     """The metrics page cannot be served as configured (token file, address)."""
 
 
-def is_loopback(host: str) -> bool:
-    """Only this machine can reach ``host``; a name other than localhost counts as not."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_token(path: Path) -> str:
     """The bearer token in ``path``, refusing a file others can read (like a key)."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        with path.open("rb") as handle:
-            data = handle.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise MetricsError(f"{path}: cannot read the metrics token: "
-                           f"{exc.strerror or exc}") from None
-    if mode & 0o077:
-        raise MetricsError(f"{path}: mode {mode:04o} lets others read the metrics token; it "
-                           f"must be 0600 (run: chmod 600 {path})")
+        data = read_private_file(path, what="the metrics token", limit=MAX_TOKEN_BYTES)
+    except PrivateFileError as exc:
+        raise MetricsError(str(exc)) from None
     try:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -40,7 +40,6 @@ from edge_agent.handheld_web import (
     Reenter,
     check_manual,
     create_app,
-    is_loopback,
     next_stop,
 )
 from edge_agent.keys import generate_key_file
@@ -52,6 +51,7 @@ from protocols.driver import ChannelValue, MeterSample
 from protocols.read import Source
 from protocols.route_message import Limits, PreviousRead, Route, RouteStop, encode_route
 from protocols.signing import Signer
+from protocols.web_paths import is_loopback
 from simulators.faceplate import Faceplate
 from simulators.iec_meter import IecMeterSimulator
 from simulators.meter_model import MeterSpec, Service
@@ -441,22 +441,6 @@ def test_the_route_inbox_keeps_good_routes_and_logs_bad_ones(tmp_path, caplog):
         inbox(encode_route(ROUTE))
         assert [r.route_id for r in store.routes()] == [ROUTE.route_id]
     assert "route message refused" in caplog.text
-
-
-def test_a_non_loopback_listen_host_needs_allow_remote(tmp_path, monkeypatch):
-    section = HandheldSection(listen_host="0.0.0.0")
-    monkeypatch.setattr(route_cli, "load_config", lambda _path: SimpleNamespace(handheld=section))
-    served = []
-    monkeypatch.setattr(route_cli, "serve", lambda *args, **kwargs: served.append(kwargs))
-    app = typer.Typer()
-    app.command()(route_cli.route)
-    runner = CliRunner()
-    refused = runner.invoke(app, ["--config", str(tmp_path / "x.toml")])
-    assert refused.exit_code == 2 and served == []
-    allowed = runner.invoke(app, ["--config", str(tmp_path / "x.toml"), "--allow-remote"])
-    assert allowed.exit_code == 0, allowed.output
-    assert "NO LOGIN" in allowed.output
-    assert served == [{"routes": [], "remote": True}]
 
 
 def test_a_config_without_a_handheld_section_is_refused(tmp_path, monkeypatch):

@@ -20,16 +20,15 @@ from hub.api.auth import PAGE_VIEWER, SESSION_COOKIE, Principal
 from hub.edits.audit import record
 from hub.web.render import templates
 from hub.web.throttle import LoginThrottle
+from protocols.web_paths import local_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: ``next=//evil.example`` must not send a user away."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return "/cycles"
+    """Only a path on this site (:func:`protocols.web_paths.local_path`), else the cycles."""
+    return local_path(target, default="/cycles", refused=frozenset({"/login", "/logout"}))
 
 
 @router.get("/", response_class=RedirectResponse)
