@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -105,6 +105,7 @@ class ConflictError(ChainError):
 
 def authenticate(
     batch: Batch, collector: Collector, stored: Mapping[int, str], *, received_at: datetime,
+    parsed: Sequence[dict[str, Any] | ReadError] | None = None,
 ) -> Verdict:
     """Decide which of ``batch``'s reads to store; ``stored`` maps held seqs to their hashes.
 
@@ -112,7 +113,8 @@ def authenticate(
     reads must continue the stored chain and be signed with a key enrolled
     for their seq; the last new read's signature must verify. When the
     chain breaks partway, the linked prefix is kept if its own last read's
-    signature verifies (one more check), and the rest is refused.
+    signature verifies (one more check), and the rest is refused. ``parsed``:
+    each read already through :func:`~hub.read_row.read_row` (:func:`received`).
     """
     if batch.first_seq > collector.last_seq + 1:
         return Verdict(refusal=Refusal(
@@ -128,7 +130,8 @@ def authenticate(
     for offset, signed in enumerate(batch.reads):
         seq = batch.first_seq + offset
         try:
-            row = _checked_row(signed, seq, collector, received_at)
+            row = _checked_row(signed, seq, collector, received_at,
+                               parsed[offset] if parsed is not None else None)
             if seq <= collector.last_seq:
                 if stored.get(seq) != row["hash"]:
                     raise ConflictError(
@@ -163,9 +166,12 @@ def authenticate(
     return Verdict(rows, duplicates)
 
 
-def _checked_row(signed: SignedRead, seq: int, collector: Collector,
-                 received_at: datetime) -> dict[str, Any]:
-    row = read_row(signed.data, signed.sig, received_at=received_at)
+def _checked_row(signed: SignedRead, seq: int, collector: Collector, received_at: datetime,
+                 parsed: dict[str, Any] | ReadError | None = None) -> dict[str, Any]:
+    if isinstance(parsed, ReadError):
+        raise parsed
+    row = parsed if parsed is not None else read_row(signed.data, signed.sig,
+                                                     received_at=received_at)
     if row["collector"] != collector.id:
         raise WrongCollectorError(f"read belongs to collector {row['collector']!r}",
                                   collector=collector.id, seq=seq)
@@ -267,38 +273,109 @@ class Ingestor:
     def _store_batch(self, topic: str, payload: bytes, collector_id: str, batch: Batch,
                      received_at: datetime) -> IngestOutcome:
         """One attempt, one transaction: authenticate, insert, advance the tip, quarantine."""
-        verdict = Verdict()
         with self.store.begin() as conn:
-            collector = find_collector(conn, collector_id, lock=True)
-            if collector is None or not collector.active:
-                refusal: Refusal | None = _registry_refusal(collector_id, collector, batch)
+            outcome, new_rows = self._store_in(conn, topic, payload, collector_id, batch,
+                                               received_at)
+        self._observe_age(new_rows, received_at)  # committed: count its age
+        return outcome
+
+    def _store_in(self, conn: Connection, topic: str, payload: bytes, collector_id: str,
+                  batch: Batch, received_at: datetime,
+                  parsed: Sequence[dict[str, Any] | ReadError] | None = None,
+                  ) -> tuple[IngestOutcome, list[dict[str, Any]]]:
+        """Authenticate, insert, advance the tip, quarantine — in the caller's transaction."""
+        verdict = Verdict()
+        collector = find_collector(conn, collector_id, lock=True)
+        if collector is None or not collector.active:
+            refusal: Refusal | None = _registry_refusal(collector_id, collector, batch)
+            self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
+            through = collector.last_seq if collector else 0
+        else:
+            verdict = self._authenticate(conn, batch, collector, received_at, parsed)
+            refusal = verdict.refusal
+            through = collector.last_seq
+            if verdict.new_rows:
+                insert_reads(conn, verdict.new_rows)
+                last = verdict.new_rows[-1]
+                through = last["seq"]
+                advance_tip(conn, collector_id, seq=through, hash_=last["hash"],
+                            received_at=received_at)
+            if refusal is not None and refusal.reason != "seq_gap":
                 self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
-                through = collector.last_seq if collector else 0
-            else:
-                verdict = self._authenticate(conn, batch, collector, received_at)
-                refusal = verdict.refusal
-                through = collector.last_seq
-                if verdict.new_rows:
-                    insert_reads(conn, verdict.new_rows)
-                    last = verdict.new_rows[-1]
-                    through = last["seq"]
-                    advance_tip(conn, collector_id, seq=through, hash_=last["hash"],
-                                received_at=received_at)
-                if refusal is not None and refusal.reason != "seq_gap":
-                    self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
-        if self.metrics is not None and verdict.new_rows:  # committed: count its age
-            oldest = min(row["read_at"] for row in verdict.new_rows)
-            self.metrics.observe_read_age((received_at - oldest).total_seconds())
         rejected = refusal.rejected if refusal else ()
         return IngestOutcome(collector_id, Ack(through, rejected), len(verdict.new_rows),
-                             verdict.duplicates, refusal)
+                             verdict.duplicates, refusal), verdict.new_rows
+
+    def _observe_age(self, new_rows: list[dict[str, Any]], received_at: datetime) -> None:
+        if self.metrics is not None and new_rows:
+            oldest = min(row["read_at"] for row in new_rows)
+            self.metrics.observe_read_age((received_at - oldest).total_seconds())
+
+    # --- several messages, one commit -------------------------------------------------
+
+    def ingest_group(self, messages: Sequence[Received]) -> list[IngestOutcome | None]:
+        """Ingest several received messages with one commit; an outcome for each.
+
+        ``None`` for a message whose ingest failed (the store is down, or a bug):
+        it must not be acked. The well-formed batches are stored in one
+        transaction, in collector order (every worker locks collectors in the
+        same order, so two groups never deadlock) and, per collector, in the
+        order they came. What they would each have done alone is what they do
+        here — the transaction sees its own inserts, so a collector's second
+        batch follows its first — with one durable commit. A batch that finds a
+        gap (its predecessor is still in another worker's hands) is retried
+        alone after the commit, with the usual wait; if the group's transaction
+        fails, every message is tried alone, so one bad message cannot hold up
+        the others.
+        """
+        started = time.perf_counter()
+        outcomes: list[IngestOutcome | None] = [None] * len(messages)
+        alone = [i for i, m in enumerate(messages) if m.batch is None]
+        grouped = sorted((i for i, m in enumerate(messages) if m.batch is not None),
+                         key=lambda i: (messages[i].topic, i))
+        stored: list[tuple[int, list[dict[str, Any]]]] = []
+        try:
+            with self.store.begin() as conn:
+                for index in grouped:
+                    message = messages[index]
+                    batch = message.batch
+                    assert batch is not None
+                    outcome, new_rows = self._store_in(
+                        conn, message.topic, message.payload, batch.collector, batch,
+                        message.received_at, message.rows)
+                    if outcome.refusal is not None and outcome.refusal.reason == "seq_gap":
+                        alone.append(index)
+                    else:
+                        outcomes[index] = self._logged(outcome, batch)
+                        stored.append((index, new_rows))
+        except Exception:
+            log.warning("a group of %d batches failed; ingesting each alone", len(grouped),
+                        exc_info=True)
+            outcomes = [None] * len(messages)
+            alone = list(range(len(messages)))
+            stored = []
+        seconds = time.perf_counter() - started
+        for index, new_rows in stored:
+            self._observe_age(new_rows, messages[index].received_at)
+            outcome = outcomes[index]
+            if self.metrics is not None and outcome is not None:
+                self.metrics.observe_batch(outcome, seconds)
+        for index in sorted(alone):
+            message = messages[index]
+            try:
+                outcomes[index] = self.ingest(message.topic, message.payload)
+            except Exception:
+                log.exception("ingest of a batch on %s failed; the edge will resend",
+                              message.topic)
+        return outcomes
 
     def _authenticate(self, conn: Connection, batch: Batch, collector: Collector,
-                      received_at: datetime) -> Verdict:
+                      received_at: datetime,
+                      parsed: Sequence[dict[str, Any] | ReadError] | None = None) -> Verdict:
         overlap_end = min(batch.last_seq, collector.last_seq)
         stored = (stored_hashes(conn, collector.id, batch.first_seq, overlap_end)
                   if batch.first_seq <= overlap_end else {})
-        return authenticate(batch, collector, stored, received_at=received_at)
+        return authenticate(batch, collector, stored, received_at=received_at, parsed=parsed)
 
     @staticmethod
     def _logged(outcome: IngestOutcome, batch: Batch) -> IngestOutcome:
@@ -339,6 +416,43 @@ class Ingestor:
             collector=collector, first_seq=refusal.first_seq or None,
             last_seq=refusal.last_seq or None, received_at=received_at,
         )
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message as it came, and what can be made of it before the store is asked.
+
+    ``batch`` is ``None`` unless the message is one a collector may send on its
+    own reads topic (anything else takes :meth:`Ingestor.ingest`'s path, which
+    quarantines it with its reason); ``rows`` holds each read's row, or the
+    problem that parsing it found, for :func:`authenticate`.
+    """
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    batch: Batch | None = None
+    rows: tuple[dict[str, Any] | ReadError, ...] | None = None
+
+
+def received(topic: str, payload: bytes, *, received_at: datetime) -> Received:
+    """Decode and parse a message without the store: the part of ingest that needs no lock."""
+    try:
+        collector_id, kind = parse_topic(topic)
+        batch = decode_batch(payload)
+    except (ContractError, BatchError):
+        return Received(topic, payload, received_at)
+    if kind != "reads" or batch.collector != collector_id:
+        return Received(topic, payload, received_at)
+    return Received(topic, payload, received_at, batch,
+                    tuple(_parsed(signed, received_at) for signed in batch.reads))
+
+
+def _parsed(signed: SignedRead, received_at: datetime) -> dict[str, Any] | ReadError:
+    try:
+        return read_row(signed.data, signed.sig, received_at=received_at)
+    except ReadError as exc:
+        return exc
 
 
 def _registry_refusal(collector_id: str, collector: Collector | None, batch: Batch) -> Refusal:

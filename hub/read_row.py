@@ -12,9 +12,10 @@ field, an unknown format version, a time without its zone.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from protocols.chain import read_hash
 from protocols.errors import (
@@ -33,7 +34,7 @@ _FIELDS = ("clock", "collected_at", "collector", "flags", "key_id", "meter", "pr
 def read_row(data: bytes, sig: bytes, *, received_at: datetime) -> dict[str, Any]:
     """The ``reads`` row for one read's signed bytes, or a typed ``MalformedReadError``."""
     try:
-        raw = json.loads(data)
+        raw = orjson.loads(data)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise MalformedReadError(f"read is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -99,6 +100,8 @@ def _instant(raw: dict[str, Any], name: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidFieldError(f"{value!r} is not an ISO 8601 time", field=name) from None
+    if parsed.tzinfo is UTC:  # the canonical form, ending in Z
+        return parsed
     if parsed.tzinfo is None:
         raise InvalidFieldError(f"{value!r} has no time zone", field=name)
     try:

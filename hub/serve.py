@@ -4,11 +4,17 @@ The worker subscribes to the reads of every collector through a shared
 subscription, so the broker hands each batch to exactly one of however many
 workers run (``meterhub serve --workers N`` on one machine, see
 :mod:`hub.workers`; more hubs on other machines); all state lives in the
-database. A batch is processed inside paho's message callback and PUBACKed
-by hand only after the store's commit (``manual_ack``), so a worker that
-dies mid-batch leaves the message unacknowledged at the broker as well as
-at the edge, and nothing is lost.
-The hub's ack to the edge is published after the store's commit.
+database. Paho's network thread only queues each batch; a store thread of the worker
+takes whatever has queued (up to :data:`GROUP_MESSAGES` batches) and ingests
+it with one commit (:meth:`~hub.ingest.Ingestor.ingest_group`): the durable
+commit is most of a batch's cost, and during it the network thread goes on
+receiving. Each batch is PUBACKed by hand only after that commit
+(``manual_ack``), so a worker that dies mid-batch leaves the message
+unacknowledged at the broker as well as at the edge, and nothing is lost.
+The hub's ack to the edge is published after the commit too. A batch
+received before a reconnect is not PUBACKed after it (its message id may
+name another message by then): the broker delivers it again, and storing a
+batch twice changes nothing.
 
 Every worker also subscribes, plainly, to each collector's status topic
 (birth ``online`` with buffer depth, last will ``offline``, both retained)
@@ -28,16 +34,18 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.ingest import GAP_WAIT_S, Ingestor
+from hub.ingest import GAP_WAIT_S, Ingestor, received
 from hub.store import Store
 from hub.store.collector_status import record_status
 from hub.store.collectors import find_collector
@@ -60,6 +68,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+GROUP_MESSAGES = 8
+"""At most this many queued batches share one commit (8 × 1000 reads: a few tens of ms)."""
 MAX_REMEMBERED_DROPS = 10_000
 """Senders of dropped status messages remembered (to log each once): bounded, so a flood of
 junk topics cannot grow a worker's memory (past it, each is logged once more)."""
@@ -85,7 +95,12 @@ class IngestWorker:
         self.ingestor = Ingestor(store, gap_wait_s=gap_wait_s, metrics=metrics)
         self.verifier = BackgroundVerifier(store, processes=verifier_processes) if verify else None
         self.connected = threading.Event()
+        self._received: queue.Queue[tuple[int, mqtt.MQTTMessage, datetime]] = queue.Queue()
+        """What paho received, with the connection it came on and when, for the store thread."""
+        self._connection = 0
+        """Counts connections: a message is PUBACKed only on the one it came on."""
         self.batches = 0
+        self.groups = 0
         self.statuses = 0
         self._dropped: set[tuple[str, str]] = set()
         self._client = self._make_client()
@@ -112,17 +127,22 @@ class IngestWorker:
             verifying.start()
         log.info("hub worker %s: store %s, broker %s:%d, subscribing %s", self.client_id,
                  self.store, self.broker.host, self.broker.effective_port, self.subscription)
+        storing = threading.Thread(target=self._store_loop, args=(stop,), name="ingest store",
+                                   daemon=True)
+        storing.start()
         self._client.connect_async(self.broker.host, self.broker.effective_port,
                                    keepalive=self.broker.keepalive_s)
         self._client.loop_start()
         try:
             stop.wait()
         finally:
+            storing.join()  # the group at hand is committed and acked before disconnecting
             self._client.disconnect()
             self._client.loop_stop()
             if verifying is not None:
                 verifying.join()
-            log.info("hub worker %s stopped after %d batches", self.client_id, self.batches)
+            log.info("hub worker %s stopped after %d batches (in %d groups)", self.client_id,
+                     self.batches, self.groups)
 
     # --- paho callbacks (network thread) ----------------------------------------------
 
@@ -131,6 +151,7 @@ class IngestWorker:
         if reason.is_failure:
             log.error("broker refused hub worker %s: %s", self.client_id, reason)
             return
+        self._connection += 1
         client.subscribe([(self.subscription, 1), (STATUS_SUBSCRIPTION, 1)])
         self.connected.set()
         log.info("hub worker %s connected; subscribed to %s and %s", self.client_id,
@@ -148,17 +169,43 @@ class IngestWorker:
             self._on_status(message)
             client.ack(message.mid, message.qos)
             return
-        try:
-            outcome = self.ingestor.ingest(message.topic, message.payload)
-        except Exception:
-            # The store is unreachable, or a bug: no PUBACK and no ack, so nothing is lost;
-            # the edge resends after its ack timeout.
-            log.exception("ingest of a batch on %s failed; the edge will resend", message.topic)
-            return
-        client.ack(message.mid, message.qos)
-        self.batches += 1
-        if outcome.collector is not None and outcome.ack is not None:
-            client.publish(ack_topic(outcome.collector), encode_ack(outcome.ack), qos=1)
+        self._received.put((self._connection, message, datetime.now(UTC)))
+
+    # --- the store thread ----------------------------------------------------------------
+
+    def _store_loop(self, stop: threading.Event) -> None:
+        """Ingest what paho queued, a group at a time, until ``stop``.
+
+        The group at hand is finished (committed, PUBACKed, acked); what is still
+        queued then is neither, so the broker and the edges deliver it again.
+        """
+        while not stop.is_set():
+            try:
+                group = [self._received.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(group) < GROUP_MESSAGES:
+                try:
+                    group.append(self._received.get_nowait())
+                except queue.Empty:
+                    break
+            self._store_group(group)
+
+    def _store_group(self, group: list[tuple[int, mqtt.MQTTMessage, datetime]]) -> None:
+        # The store unreachable, or a bug, gives None: no PUBACK and no ack, so nothing is
+        # lost; the edge resends after its ack timeout (ingest_group has logged it).
+        outcomes = self.ingestor.ingest_group(
+            [received(m.topic, m.payload, received_at=at) for _, m, at in group])
+        self.groups += 1
+        for (connection, message, _), outcome in zip(group, outcomes, strict=True):
+            if outcome is None:
+                continue
+            self.batches += 1
+            if connection == self._connection:
+                self._client.ack(message.mid, message.qos)
+            if outcome.collector is not None and outcome.ack is not None:
+                self._client.publish(ack_topic(outcome.collector), encode_ack(outcome.ack),
+                                     qos=1)
 
     # --- collector status ----------------------------------------------------------------
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from protocols.chain import SealedRead, SignedRead
 from protocols.errors import BatchError
@@ -59,13 +60,13 @@ def encode_batch(collector: str, reads: Sequence[SealedRead]) -> bytes:
             for r in reads
         ],
     }
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(envelope)  # compact UTF-8, as json.dumps(..., separators=(",", ":"))
 
 
 def decode_batch(payload: bytes, *, max_reads: int = MAX_BATCH_READS) -> Batch:
     """Parse an envelope, or raise :class:`BatchError` saying what is wrong."""
     try:
-        raw = json.loads(payload)
+        raw = orjson.loads(payload)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise BatchError(f"batch is not UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hub.ingest import Ingestor
+from hub.ingest import Ingestor, received
 from hub.read_row import read_row
 from hub.store import Store
 from hub.store.collectors import add_collector, revoke_collector, rotate_key
@@ -139,6 +139,62 @@ def test_a_seq_gap_acks_only_the_contiguous_part_and_quarantines_nothing(store, 
     with store.connect() as conn:
         assert check_stored_chain(conn, "gw-1") == 30
         assert quarantine_reasons(conn) == {}
+
+
+# --- several messages, one commit ----------------------------------------------------------
+
+
+def message(sealed: list[SealedRead], collector: str = "gw-1", topic_collector: str | None = None):
+    return received(reads_topic(topic_collector or collector), encode_batch(collector, sealed),
+                    received_at=NOW)
+
+
+def test_a_group_stores_what_each_batch_would_alone_in_one_commit(store, ingestor, gw1):
+    """Out of order, two collectors, a malformed and a tampered batch: each gets its own
+    outcome, the gap is closed by its predecessor later in the same group, and the chains
+    come out whole."""
+    _, sealed = gw1
+    signer2 = enrolled(store, "gw-2")
+    other = sealed_reads(signer2, "gw-2", 10)
+    bad = [*sealed[20:29], altered(sealed[29])]
+    group = [message(other[5:], "gw-2"), message(sealed[10:20]), message(sealed[:10]),
+             received(reads_topic("gw-1"), b"{not json", received_at=NOW),
+             message(other[:5], "gw-2"), message(bad)]
+    outcomes = ingestor.ingest_group(group)
+    assert [o.ack for o in outcomes] == [
+        Ack(10, ()),  # gw-2's second batch came first: a gap in the group, retried after it
+        Ack(20, ()),  # gw-1's second batch, likewise
+        Ack(10, ()),
+        Ack(20, ()),  # the malformed batch, alone: acks the stored tip
+        Ack(5, ()),
+        Ack(20, (Rejection(21, 30, "bad_signature"),)),
+    ]
+    assert [o.stored for o in outcomes] == [5, 10, 10, 0, 5, 0]
+    with store.connect() as conn:
+        assert check_stored_chain(conn, "gw-1") == 20
+        assert check_stored_chain(conn, "gw-2") == 10
+        assert quarantine_reasons(conn) == {"malformed_batch": 1, "bad_signature": 1}
+
+
+def test_a_group_whose_transaction_fails_is_ingested_message_by_message(
+        store, ingestor, gw1, monkeypatch):
+    """One message that breaks the store's transaction must not cost the others theirs."""
+    _, sealed = gw1
+    signer2 = enrolled(store, "gw-2")
+    other = sealed_reads(signer2, "gw-2", 5)
+    real = Ingestor._store_in
+
+    def failing_for_gw2(self, conn, topic, *args, **kwargs):
+        if "gw-2" in topic:
+            raise RuntimeError("the store broke on this one")
+        return real(self, conn, topic, *args, **kwargs)
+
+    monkeypatch.setattr(Ingestor, "_store_in", failing_for_gw2)
+    outcomes = ingestor.ingest_group([message(sealed[:10]), message(other, "gw-2")])
+    assert outcomes[0].ack == Ack(10, ()) and outcomes[1] is None  # None: not acked
+    with store.connect() as conn:
+        assert check_stored_chain(conn, "gw-1") == 10
+        assert read_count(conn, "gw-2") == 0
 
 
 # --- what is refused -----------------------------------------------------------------------

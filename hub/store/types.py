@@ -19,11 +19,11 @@ def sqlite_utc_text(value: datetime | None) -> str | None:
     """How SQLAlchemy stores a UTC time in SQLite (``2026-11-23 06:00:00.000000``), fast."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: meterhub stores aware UTC times only")
     if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: meterhub stores aware UTC times only")
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
