@@ -9,12 +9,13 @@ takes whatever has queued (up to :data:`GROUP_MESSAGES` batches) and ingests
 it with one commit (:meth:`~hub.ingest.Ingestor.ingest_group`): the durable
 commit is most of a batch's cost, and during it the network thread goes on
 receiving. Each batch is PUBACKed by hand only after that commit
-(``manual_ack``), so a worker that dies mid-batch leaves the message
-unacknowledged at the broker as well as at the edge, and nothing is lost.
-The hub's ack to the edge is published after the commit too. A batch
-received before a reconnect is not PUBACKed after it (its message id may
-name another message by then): the broker delivers it again, and storing a
-batch twice changes nothing.
+(``manual_ack``), and the hub's ack to the edge is published after it too,
+so a worker that dies mid-batch leaves the batch unacknowledged at the edge,
+which resends it, and nothing is lost. A batch whose ingest failed (the
+store is down) is PUBACKed without an ack to the edge, which resends it
+later; a batch received before a reconnect is not PUBACKed after it (its
+message id may name another message by then). Storing a batch twice changes
+nothing.
 
 Every worker also subscribes, plainly, to each collector's status topic
 (birth ``online`` with buffer depth, last will ``offline``, both retained)
@@ -189,23 +190,41 @@ class IngestWorker:
                     group.append(self._received.get_nowait())
                 except queue.Empty:
                     break
-            self._store_group(group)
+            try:
+                self._store_group(group)
+            except Exception:  # a bug: not acked, so the edges resend; the next group goes on
+                log.exception("hub worker %s could not ingest %d batch(es); their edges will "
+                              "resend them", self.client_id, len(group))
+                for connection, message, _ in group:
+                    self._release(connection, message)
 
     def _store_group(self, group: list[tuple[int, mqtt.MQTTMessage, datetime]]) -> None:
-        # The store unreachable, or a bug, gives None: no PUBACK and no ack, so nothing is
-        # lost; the edge resends after its ack timeout (ingest_group has logged it).
         outcomes = self.ingestor.ingest_group(
             [received(m.topic, m.payload, received_at=at) for _, m, at in group])
         self.groups += 1
         for (connection, message, _), outcome in zip(group, outcomes, strict=True):
-            if outcome is None:
+            self._release(connection, message)
+            if outcome is None:  # the store failed (ingest_group logged it): no ack
                 continue
             self.batches += 1
-            if connection == self._connection:
-                self._client.ack(message.mid, message.qos)
             if outcome.collector is not None and outcome.ack is not None:
                 self._client.publish(ack_topic(outcome.collector), encode_ack(outcome.ack),
                                      qos=1)
+
+    def _release(self, connection: int, message: mqtt.MQTTMessage) -> None:
+        """PUBACK ``message`` once it is stored — or once storing it failed.
+
+        A failed batch is PUBACKed too: what keeps it safe is the edge, which
+        resends whatever the hub has not acked (no ack goes out for it), and a
+        broker redelivers an unacknowledged message only on a new connection.
+        Left unacknowledged, failed batches would fill the broker's in-flight
+        window for this worker (20 by default) and it would get no more
+        messages until it reconnects: a store outage of a minute would stop
+        ingest for good. Only on the connection the message came on: after a
+        reconnect its message id may name another message.
+        """
+        if connection == self._connection:
+            self._client.ack(message.mid, message.qos)
 
     # --- collector status ----------------------------------------------------------------
 

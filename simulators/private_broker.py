@@ -49,8 +49,12 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, *, port: int | None = None,
                  password_file: Path | None = None, acl_file: Path | None = None,
-                 persistence: bool = True, tls: tuple[Path, Path] | None = None) -> None:
+                 persistence: bool = True, tls: tuple[Path, Path] | None = None,
+                 max_inflight: int = 0) -> None:
         self.workdir = Path(workdir)
+        self.max_inflight = max_inflight
+        """QoS 1 messages in flight to one client at once; 0: no limit (Mosquitto's default
+        is 20, which a test of what a full window does asks for)."""
         self.tls = tls
         self.port = port if port is not None else free_port()
         self.password_file = password_file
@@ -78,7 +82,7 @@ class Mosquitto:
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             # A test sends bursts of QoS 1 messages: neither the in-flight window
             # nor the per-client queue may silently throttle or drop them.
-            "max_inflight_messages 0",
+            f"max_inflight_messages {self.max_inflight}",
             "max_queued_messages 100000",
             "max_queued_bytes 0",
             "set_tcp_nodelay true",

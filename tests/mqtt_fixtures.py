@@ -37,9 +37,11 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
     """
     started: list[Mosquitto] = []
 
-    def start(password_file: Path | None = None, acl_file: Path | None = None) -> Mosquitto:
+    def start(password_file: Path | None = None, acl_file: Path | None = None,
+              max_inflight: int = 0) -> Mosquitto:
         broker = Mosquitto(tmp_path / f"mosquitto-{len(started)}",
-                           password_file=password_file, acl_file=acl_file)
+                           password_file=password_file, acl_file=acl_file,
+                           max_inflight=max_inflight)
         started.append(broker)
         return broker.start()
 

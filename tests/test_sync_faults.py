@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from hub.ingest import Ingestor
 from tests.sync_harness import (
     Gateway,
     assert_exactly_once,
@@ -106,4 +107,28 @@ def test_a_30_second_network_partition(tmp_path, store, mosquitto):
             proxy.heal()
             wait_until(lambda: gateway.acked() == total, 60, "sync to resume after the partition")
             assert sync.stats.connects > connects  # the dead link was noticed and replaced
+    assert_exactly_once(store, gateway, total)
+
+
+def test_a_store_outage_longer_than_the_brokers_window_does_not_stall_ingest(
+        tmp_path, store, mosquitto_factory, monkeypatch):
+    """Batches whose ingest failed are released at the broker (the edge resends them): left
+    unacknowledged, two would fill this broker's in-flight window and stop ingest for good."""
+    broker = mosquitto_factory(max_inflight=2)
+    gateway = Gateway(tmp_path / "gw", store, broker_port=broker.port, batch_size=20,
+                      window=4, ack_timeout_s=1.0)
+    total = gateway.append(400)
+    real = Ingestor.ingest_group
+    outage = {"groups": 0}
+
+    def store_down_at_first(self, messages):
+        if outage["groups"] < 6:  # more failed batches than the window holds
+            outage["groups"] += 1
+            return [None] * len(messages)
+        return real(self, messages)
+
+    monkeypatch.setattr(Ingestor, "ingest_group", store_down_at_first)
+    with hub_thread(store, broker.port), gateway.sync_thread():
+        wait_until(lambda: outage["groups"] == 6, 30, "the outage to swallow six groups")
+        wait_until(lambda: gateway.acked() == total, 60, "ingest to resume after the outage")
     assert_exactly_once(store, gateway, total)
