@@ -20,7 +20,7 @@ HTTP layer:
 
 Who may use the page: every read is signed with the handheld's key, so with
 an access code (``[handheld] access_code_file``, required off loopback) every
-page and form asks for a session first (:class:`AccessControl`). A GET without
+page and form asks for a session first (:mod:`edge_agent.handheld_access`). A GET without
 one is sent to ``/login?next=…``, any other request is refused with the login
 form, and nothing is buffered. ``POST /login`` compares the typed code in
 constant time and sets a random session cookie (HttpOnly, SameSite=Strict,
@@ -80,7 +80,6 @@ MAX_NOTE = 500
 MAX_ENTRY = 32
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _ENTRY_RE = re.compile(r"\d+(?:[.,]\d+)?")
-
 
 
 # --- the rules (pure) ------------------------------------------------------------------
@@ -513,5 +512,4 @@ def _when(moment: datetime | None) -> str:
 
 
 HandheldServer = WebServer
-"""The route page's server (loopback by default: see
-:func:`edge_agent.handheld_config.is_loopback`)."""
+"""The route page's server (loopback by default: see :func:`protocols.web_paths.is_loopback`)."""
