@@ -4,8 +4,13 @@ Two kinds of numbers, kept apart on purpose:
 
 - **Counted as it happens** (per process): batches by outcome, reads stored,
   reads refused by reason, status messages, ingest latency and read age.
-  Each ``meterhub serve`` worker counts its own share; sum them across
-  instances in PromQL (``sum(rate(meterhub_reads_ingested_total[5m]))``).
+  The workers of one ``meterhub serve --workers N`` count into files of a
+  shared directory (prometheus_client's multiprocess mode, set up by the
+  supervisor through ``$PROMETHEUS_MULTIPROC_DIR``), and worker 0's
+  ``/metrics`` answers with their sum, a worker restarted after a crash
+  included; separate hubs (other machines) each answer for their own, so
+  sum them across instances in PromQL
+  (``sum(rate(meterhub_reads_ingested_total[5m]))``).
 - **Read from the store at scrape time** (the same in every worker): reads
   waiting for the background verifier, quarantined batches, open exceptions
   by severity, queued and running cycle runs, collectors online, offline and
@@ -41,12 +46,13 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -61,6 +67,7 @@ from hub.store.collector_status import collector_health
 from hub.store.collectors import ACTIVE
 from hub.store.reads import FAILED, PENDING
 from hub.store.tables import collectors, cycle_runs, edit_exceptions, quarantine, reads
+from hub.workers import METRICS_DIR_ENV
 
 if TYPE_CHECKING:
     from hub.ingest import IngestOutcome
@@ -134,8 +141,22 @@ class HubMetrics:
             self.reads_rejected.labels(reason)
         for outcome in STATUS_OUTCOMES:
             self.status_messages.labels(outcome)
-        if store is not None:
-            registry.register(StoreGauges(store, offline_after_s=offline_after_s, clock=clock))
+        self.store_gauges = (StoreGauges(store, offline_after_s=offline_after_s, clock=clock)
+                             if store is not None else None)
+        if self.store_gauges is not None:
+            registry.register(self.store_gauges)
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What ``/metrics`` answers with: this process's registry or, under ``--workers``,
+        every worker's counts summed (from ``$PROMETHEUS_MULTIPROC_DIR``) and the store's."""
+        shared = os.environ.get(METRICS_DIR_ENV)
+        if not shared:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=shared)
+        if self.store_gauges is not None:
+            registry.register(self.store_gauges)
+        return registry
 
     def observe_batch(self, outcome: IngestOutcome, seconds: float) -> None:
         """Count one ingested message by what became of it (``Ingestor.ingest`` calls this)."""
@@ -277,6 +298,6 @@ def metrics_route(metrics: HubMetrics) -> Callable[..., Response]:
 
     def scrape(request: Request, _who: Annotated[Principal, Depends(VIEWER)]) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics.registry), media_type=content_type)
+        return Response(encoder(metrics.exposition_registry()), media_type=content_type)
 
     return scrape

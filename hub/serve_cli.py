@@ -39,9 +39,11 @@ from hub.reread_store import publish_route
 from hub.serve import IngestWorker
 from hub.store.collectors import active_broker_accounts
 from hub.workers import (
+    METRICS_DIR_ENV,
     Supervisor,
     WorkersRefused,
     check_store,
+    shared_metrics_dir,
     watch_supervisor,
     worker_command,
 )
@@ -165,10 +167,12 @@ def _supervise(ctx: typer.Context, workers: int) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    supervisor = Supervisor(lambda i: worker_command(ctx, i, skip=SUPERVISOR_OPTIONS), workers)
-    announce(err, f"meterhub serve: {workers} workers on store {where} (pid {os.getpid()} "
-                  "supervises them)")
-    return supervisor.run(stop)
+    with shared_metrics_dir() as metrics_dir:
+        supervisor = Supervisor(lambda i: worker_command(ctx, i, skip=SUPERVISOR_OPTIONS),
+                                workers, env={**os.environ, METRICS_DIR_ENV: metrics_dir})
+        announce(err, f"meterhub serve: {workers} workers on store {where} (pid "
+                      f"{os.getpid()} supervises them)")
+        return supervisor.run(stop)
 
 
 def broker_config(

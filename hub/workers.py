@@ -38,6 +38,12 @@ Signals. SIGTERM or SIGINT to the supervisor stops every worker (SIGTERM,
 then SIGKILL after :data:`STOP_TIMEOUT_S`) and it exits 0. A worker whose
 supervisor is gone (``kill -9``) stops too, so none is left orphaned.
 
+Metrics. Each worker counts what it ingests into a file of a directory the
+supervisor makes for the run (:func:`shared_metrics_dir`, handed down as
+``$PROMETHEUS_MULTIPROC_DIR``), and worker 0's ``/metrics`` answers with the
+sum (:mod:`hub.metrics`); the files of a worker that died stay, so totals
+never go back. The directory is removed when the supervisor stops.
+
 SQLite has one writer, so ``--workers`` above 1 is refused on it.
 """
 
@@ -45,12 +51,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -67,6 +76,29 @@ STOP_TIMEOUT_S = 90.0
 """How long a worker may take to stop (its cycle runner finishing a part) before SIGKILL."""
 CONFIG_ERROR = 2
 PARENT_CHECK_S = 1.0
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess directory: read once, when a worker imports it."""
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[str]:
+    """A fresh directory for the workers' metric files, removed afterwards.
+
+    An operator's own ``$PROMETHEUS_MULTIPROC_DIR`` is used as it is and left in
+    place (prometheus_client wants it emptied between runs: that is then theirs
+    to do).
+    """
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        yield given
+        return
+    made = tempfile.mkdtemp(prefix="meterhub-metrics-")
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 class WorkersRefused(ValueError):
@@ -137,8 +169,11 @@ class Supervisor:
 
     def __init__(self, command: Callable[[int], list[str]], count: int, *,
                  backoff_min_s: float = BACKOFF_MIN_S, backoff_max_s: float = BACKOFF_MAX_S,
-                 stable_s: float = STABLE_S, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+                 stable_s: float = STABLE_S, stop_timeout_s: float = STOP_TIMEOUT_S,
+                 env: Mapping[str, str] | None = None) -> None:
+        """``env``: the workers' environment (None: the supervisor's)."""
         self.command = command
+        self.env = dict(env) if env is not None else None
         self.slots = [_Slot(i, backoff_s=backoff_min_s) for i in range(count)]
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
@@ -187,7 +222,7 @@ class Supervisor:
         return 0
 
     def _start(self, slot: _Slot) -> None:
-        slot.process = subprocess.Popen(self.command(slot.index))
+        slot.process = subprocess.Popen(self.command(slot.index), env=self.env)
         slot.started = time.monotonic()
         log.info("hub worker %d started: pid %d", slot.index, slot.process.pid)
 

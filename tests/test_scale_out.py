@@ -24,9 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
+from hub.access.tokens import create_token
 from hub.api.runner import CycleRunner
 from hub.api.runs import (
     STALE_AFTER,
@@ -145,9 +147,16 @@ def test_two_workers_store_every_read_once_and_a_killed_worker_loses_nothing(
             wait_until(lambda: get_run(conn, run.id).status is RunStatus.DONE, 30,
                        "the workers' cycle runners to work the run")
             parts = get_parts(conn, run.id)
+        ingested = scraped(log, store, "meterhub_reads_ingested_total")
+        batches = scraped(log, store, "meterhub_batches_total", outcome="stored")
     finally:
         stop_process(hub)
     text = log.read_text()
+    # worker 0's /metrics sums every worker's counts, the killed worker 1's included: alone
+    # it would show about half (a kill between a commit and its count may lose one batch)
+    everything = sum(totals.values())
+    assert everything - 100 <= ingested <= everything, (ingested, everything)
+    assert batches >= everything / 100 - 1
     assert hub.returncode == 0, text[-3000:]
     assert "hub worker 1 (pid" in text and "was killed by SIGKILL" in text
     for gateway in gateways:
@@ -168,6 +177,23 @@ def test_two_workers_store_every_read_once_and_a_killed_worker_loses_nothing(
     for pid in last.values():  # the supervisor stopped its workers on SIGTERM
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text()
+
+
+def scraped(log: Path, store: Store, name: str, **labels: str) -> float:
+    """``name``'s value on worker 0's /metrics, scraped with a viewer token as Prometheus does."""
+    found = re.search(r"API and operator pages on (http://\S+)", log.read_text())
+    assert found, "worker 0 did not say where it serves"
+    with store.begin() as conn:
+        token = create_token(conn, "prometheus", "viewer", created_by="tests").secret
+    answer = httpx.get(f"{found.group(1)}/metrics", timeout=30,
+                       headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+                     if labels else "")
+    for line in answer.text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{wanted} is not on /metrics:\n{answer.text[:3000]}")
 
 
 def test_workers_are_refused_on_sqlite_saying_why(tmp_path, cli_env):
