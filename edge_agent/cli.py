@@ -100,7 +100,7 @@ PassphraseEnvOption = Annotated[
 KeyConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", envvar=CONFIG_ENV, help="Take the key's path and passphrase "
-                 "variable from this agent configuration's [key] section (the key the agent "
+                 "variable from this agent configuration's \\[key] section (the key the agent "
                  "signs with), unless --key / --passphrase-env say otherwise."),
 ]
 ConfigOption = Annotated[

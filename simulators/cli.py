@@ -88,7 +88,7 @@ def _fleet_table(fleet: Fleet) -> Table:
 
 
 AgentConfigOption = Annotated[Path | None, typer.Option(
-    "--agent-config", help="Write the [[bus]]/[[meter]] TOML an edge agent needs to poll these.")]
+    "--agent-config", help="Write the \\[\\[bus]]/\\[\\[meter]] TOML an edge agent needs to poll these.")]
 ManifestOption = Annotated[Path | None, typer.Option(
     "--manifest", help="Write endpoints and faults as JSON.")]
 PollIntervalOption = Annotated[float, typer.Option(
