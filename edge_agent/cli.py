@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from edge_agent import __version__, read_cli, route_cli
 from edge_agent.agent import Agent, open_buffer
@@ -80,8 +81,8 @@ app.command("read")(read_cli.read)
 app.command("route")(route_cli.route)
 app.add_typer(route_cli.code_app, name="handheld-code")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("edge_agent")
 
 KeyOption = Annotated[
@@ -308,7 +309,8 @@ def buffer_verify(
             task = progress.add_task("verifying", total=total)
             count = buffer.verify(keys, progress=lambda done: progress.update(task, completed=done))
         tip = buffer.tip()
-    out.print(f"[green]ok[/green]: {count} reads verified, chain intact through seq {tip.seq}")
+    out.print(Text.assemble(("ok", "green"),
+                            f": {count} reads verified, chain intact through seq {tip.seq}"))
 
 
 @buffer_app.command("export")

@@ -49,7 +49,7 @@ PROTOCOL_FAMILIES = ("modbus", "iec62056_21", "dsmr_p1")
 
 def _console() -> Console:
     """Rich output; tables are not squeezed to 80 columns when output is captured or piped."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _library(profile_dir: list[Path] | None) -> ProfileLibrary:

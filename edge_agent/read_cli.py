@@ -16,7 +16,7 @@ from protocols.channels import Protocol
 from protocols.driver import MeterError, MeterSample
 from protocols.scalars import format_decimal, format_instant
 
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("edge_agent")
 
 

@@ -50,8 +50,8 @@ from protocols.logs import announce
 from protocols.route_message import RouteError
 from protocols.web_paths import is_loopback
 
-out = Console(highlight=False)
-err = Console(stderr=True)
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("edge_agent")
 
 code_app = typer.Typer(

@@ -52,8 +52,8 @@ tokens_app = typer.Typer(help="API tokens for other systems (the CIS, Prometheus
                               "create, list, revoke.", no_args_is_help=True)
 users_app = typer.Typer(help="Operator logins for the web pages: add, list, disable, set a "
                              "password or a role.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("hub")
 
 RoleOption = Annotated[Role, typer.Option("--role", case_sensitive=False,

@@ -17,6 +17,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edge_agent.files import write_atomic
 from hub.broker_config import mosquitto_password_hash, new_broker_password
@@ -36,7 +37,7 @@ from protocols.signing import PublicKeyError, load_public_key
 
 collectors_app = typer.Typer(help="Enrol, list, revoke and rotate collectors.",
                              no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 IdOption = Annotated[str, typer.Option("--id", help="Collector id (its broker user name).")]
@@ -146,7 +147,8 @@ def list_(ctx: typer.Context) -> None:
         table.add_column(column)
     for c in collectors:
         table.add_row(
-            c.id, c.status if c.active else f"[red]{c.status}[/] {c.revoked_at:%Y-%m-%d %H:%M}Z",
+            c.id, c.status if c.active else Text.assemble(
+                (c.status, "red"), f" {c.revoked_at:%Y-%m-%d %H:%M}Z"),
             c.key_id, str(len(c.keys)), str(c.last_seq),
             f"{c.last_received_at:%Y-%m-%d %H:%M:%S}Z" if c.last_received_at else "never",
         )

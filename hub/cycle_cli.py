@@ -49,7 +49,7 @@ from protocols.route_message import encode_route
 cycle_app = typer.Typer(help="Work a billing cycle: reconcile it, send re-read routes, run "
                              "the meter edits.",
                         no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 REPORT_FORMATS = (".json", ".csv")

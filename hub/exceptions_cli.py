@@ -32,7 +32,7 @@ from protocols.scalars import ScalarError, format_instant, parse_decimal
 
 exceptions_app = typer.Typer(help="The meter-edit exceptions queue: list, show, resolve, held.",
                              no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 

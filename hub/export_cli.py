@@ -35,7 +35,7 @@ from protocols.signing import PublicKeyError, load_public_key
 export_app = typer.Typer(help="Check CIS cycle files: verify a file against its signed "
                               "manifest; show the fixed-width layout.",
                          no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 VERIFIED, INPUT_UNREADABLE, FAILED = 0, 2, 1

@@ -27,7 +27,7 @@ import_app = typer.Typer(
          "docs/master-data.md.",
     no_args_is_help=True,
 )
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 FileArgument = Annotated[Path, typer.Argument(help="The CIS export (UTF-8 CSV with a header).",

@@ -28,7 +28,7 @@ from protocols.signing import Signer, public_key_pem
 
 keys_app = typer.Typer(help="The hub's signing key for cycle-file manifests: create it, "
                             "export its public half for the CIS.", no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 HubKeyOption = Annotated[Path, typer.Option(

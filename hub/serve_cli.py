@@ -52,8 +52,8 @@ from protocols.logs import announce
 from protocols.mqtt_contract import SHARED_READS_SUBSCRIPTION
 from protocols.web_server import WebServer
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("hub")
 
 SUPERVISOR_OPTIONS = frozenset({"workers", "worker_index", "supervisor_pid"})

@@ -24,7 +24,7 @@ from protocols.errors import ReadError
 db_app = typer.Typer(help="The hub store's schema (Alembic migrations).", no_args_is_help=True)
 reads_app = typer.Typer(help="Stored reads: counts, verification, chain checks.",
                         no_args_is_help=True)
-out = Console()
+out = Console(markup=False)
 log = logging.getLogger("hub")
 
 

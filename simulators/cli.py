@@ -40,8 +40,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("simulators")
 
 
@@ -88,7 +88,8 @@ def _fleet_table(fleet: Fleet) -> Table:
 
 
 AgentConfigOption = Annotated[Path | None, typer.Option(
-    "--agent-config", help="Write the \\[\\[bus]]/\\[\\[meter]] TOML an edge agent needs to poll these.")]
+    "--agent-config",
+    help="Write the \\[\\[bus]]/\\[\\[meter]] TOML an edge agent needs to poll these.")]
 ManifestOption = Annotated[Path | None, typer.Option(
     "--manifest", help="Write endpoints and faults as JSON.")]
 PollIntervalOption = Annotated[float, typer.Option(

@@ -189,8 +189,14 @@ def test_the_demo_utility_imports_and_reconciles_from_the_command_line(tmp_path,
                               check=False)
 
     assert meterhub("db", "upgrade").returncode == 0
+    # every stop's hazard in brackets, as some CIS write them: printed as data, not markup
+    routes_csv = tmp_path / "routes.csv"
+    routes_csv.write_text("\n".join(
+        line if n == 0 else f"{line}[dog] [/gate]"
+        for n, line in enumerate((samples / "routes.csv").read_text().splitlines())) + "\n")
     for kind in ("accounts", "meters", "cycles", "routes"):
-        imported = meterhub("import", kind, str(samples / f"{kind}.csv"))
+        imported = meterhub("import", kind,
+                            str(routes_csv if kind == "routes" else samples / f"{kind}.csv"))
         assert imported.returncode == 0, imported.stderr
     result = meterhub("cycle", "reconcile", "C2026-11", "--report", "report.json")
     assert result.returncode == 0, result.stderr
@@ -206,5 +212,6 @@ def test_the_demo_utility_imports_and_reconciles_from_the_command_line(tmp_path,
     reread = meterhub("cycle", "reread", "C2026-11", "--collector", "hh-01", "--out",
                       "route.json", "--no-publish")
     assert reread.returncode == 0, reread.stderr
+    assert "[dog]" in reread.stdout and "[/gate]" in reread.stdout
     route = json.loads((tmp_path / "route.json").read_text())
     assert len(route["stops"]) == sum(m["status"] == "missing" for m in report["meters"])
