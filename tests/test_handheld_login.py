@@ -40,17 +40,16 @@ from edge_agent.handheld_config import (
     normalize_code,
 )
 from edge_agent.handheld_probe import Probe
-from edge_agent.handheld_web import HandheldServer, create_app
+from edge_agent.handheld_web import HandheldServer
 from edge_agent.keys import generate_key_file
 from edge_agent.route_store import RouteStore
 from protocols.canonical import decode_read
 from protocols.channels import Protocol
 from protocols.read import Source
 from protocols.route_message import encode_route
-from protocols.signing import Signer
 from tests.conftest import HandClock
 from tests.test_handheld_browser import CHROMIUM_ARGS
-from tests.test_handheld_web import CARD, NOW, ROUTE, free_port
+from tests.test_handheld_web import CARD, NOW, ROUTE, free_port, handheld_factory  # noqa: F401
 
 CODE = "K7QM-4HXT-9RWP"
 TYPED = "k7qm 4hxt9rwp"
@@ -285,28 +284,18 @@ class Guarded:
 
 
 @pytest.fixture
-def guarded_factory(tmp_path):
-    opened = []
+def guarded_factory(handheld_factory):  # noqa: F811 - the imported fixture, requested
+    """The route page of ``handheld_factory`` behind the access code, its clocks in hand."""
 
     def start(allowed_hosts=("127.0.0.1", "localhost")):
-        store = RouteStore(tmp_path / "routes.sqlite", collector="hh-0001")
-        store.save(ROUTE)
-        buffer = EdgeBuffer(tmp_path / "buffer.sqlite", collector="hh-0001",
-                            signer=Signer.generate())
         throttle_clock, session_clock = HandClock(), HandClock()
         access = AccessControl(CODE, throttle=LoginThrottle(clock=throttle_clock),
                                sessions=Sessions(clock=session_clock))
-        app = create_app(store, buffer, Probe(Protocol.IEC62056_21, None), clock=lambda: NOW,
-                         ntp=lambda: True, allowed_hosts=allowed_hosts, access=access)
-        server = HandheldServer(app, "127.0.0.1", 0).start()
-        opened.append((server, store, buffer))
-        return Guarded(server, store, buffer, throttle_clock, session_clock)
+        page = handheld_factory(Probe(Protocol.IEC62056_21, None), access=access,
+                                allowed_hosts=allowed_hosts)
+        return Guarded(page.server, page.store, page.buffer, throttle_clock, session_clock)
 
-    yield start
-    for server, store, buffer in opened:
-        server.stop()
-        store.close()
-        buffer.close()
+    return start
 
 
 @pytest.fixture

@@ -132,13 +132,14 @@ class Handheld:
 def handheld_factory(tmp_path):
     opened = []
 
-    def start(probe, route=ROUTE, **buffer_options):
+    def start(probe, route=ROUTE, *, access=None, allowed_hosts=("127.0.0.1", "localhost"),
+              **buffer_options):
         store = RouteStore(tmp_path / "routes.sqlite", collector="hh-0001")
         store.save(route)
         buffer = EdgeBuffer(tmp_path / "buffer.sqlite", collector="hh-0001",
                             signer=Signer.generate(), **buffer_options)
         app = create_app(store, buffer, probe, clock=lambda: NOW, ntp=lambda: True,
-                         allowed_hosts=["127.0.0.1", "localhost"])
+                         allowed_hosts=allowed_hosts, access=access)
         server = HandheldServer(app, "127.0.0.1", 0).start()
         opened.append((server, store, buffer))
         return Handheld(server, store, buffer)
