@@ -38,9 +38,10 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.files import PrivateFileError, read_private_file, write_atomic
+from edge_agent.tls_config import TlsSettings
 from protocols.time_zones import load_zone
 from protocols.web_paths import is_loopback
 
@@ -54,7 +55,7 @@ MAX_CODE_CHARS = 128
 CODE_FILE_MODE = 0o600
 
 
-class HandheldSection(BaseModel):
+class HandheldSection(TlsSettings):
     """Where the route page listens, who may use it, where routes are kept, and the probe."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,8 +95,9 @@ class HandheldSection(BaseModel):
         return self
 
     def resolved(self, base: Path) -> HandheldSection:
-        """``routes_path`` and ``access_code_file`` made relative to ``base`` (the config's dir)."""
-        update: dict[str, Path] = {"routes_path": base / self.routes_path}
+        """Its paths (routes, access code, TLS) made relative to ``base`` (the config's dir)."""
+        update: dict[str, Path] = {"routes_path": base / self.routes_path,
+                                   **self.tls_resolved(base)}
         if self.access_code_file is not None:
             update["access_code_file"] = base / self.access_code_file
         return self.model_copy(update=update)

@@ -53,12 +53,13 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from edge_agent.files import PrivateFileError, read_private_file
+from edge_agent.tls_config import TlsSettings
 from protocols.driver import MeterError
 from protocols.web_paths import is_loopback
-from protocols.web_server import WebServer
+from protocols.web_server import TlsError, WebServer
 
 if TYPE_CHECKING:
     from edge_agent.buffer import EdgeBuffer
@@ -71,7 +72,7 @@ MIN_TOKEN_CHARS = 16
 MAX_TOKEN_BYTES = 4096
 
 
-class MetricsSection(BaseModel):
+class MetricsSection(TlsSettings):
     """The ``[metrics]`` section; see the module docstring."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,10 +92,11 @@ class MetricsSection(BaseModel):
         return self
 
     def resolved(self, base: Path) -> MetricsSection:
-        """``token_file`` made relative to ``base`` (the config file's directory)."""
-        if self.token_file is None:
-            return self
-        return self.model_copy(update={"token_file": base / self.token_file})
+        """``token_file`` and the TLS files made relative to ``base`` (the config's directory)."""
+        update = self.tls_resolved(base)
+        if self.token_file is not None:
+            update["token_file"] = base / self.token_file
+        return self.model_copy(update=update) if update else self
 
 
 class MetricsError(Exception):
@@ -247,7 +249,9 @@ def serve_metrics(section: MetricsSection, metrics: EdgeMetrics) -> WebServer:
         raise MetricsError(f"metrics on {section.listen_host} need a token_file")
     try:
         server = WebServer(metrics_app(metrics, token), section.listen_host,
-                           section.listen_port, name="edge metrics").start()
+                           section.listen_port, name="edge metrics", tls=section.tls).start()
+    except TlsError as exc:
+        raise MetricsError(f"metrics: {exc}") from None
     except (OSError, RuntimeError) as exc:
         raise MetricsError(f"cannot serve metrics on {section.listen_host}:"
                            f"{section.listen_port}: {exc}") from None

@@ -49,6 +49,7 @@ from protocols.errors import ReadError
 from protocols.logs import announce
 from protocols.route_message import RouteError
 from protocols.web_paths import is_loopback
+from protocols.web_server import TlsError
 
 out = Console(highlight=False, markup=False)
 err = Console(stderr=True, markup=False)
@@ -99,7 +100,7 @@ def route(
     try:
         serve(cfg, section, routes=load_route or [])
     except (ConfigError, KeyFileError, SchemaError, BrokerCredentialError, MetricsError,
-            AccessCodeError) as exc:
+            AccessCodeError, TlsError) as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from None
     except (EdgeBufferError, ReadError, OSError) as exc:
@@ -122,7 +123,9 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Start the handheld and serve until ``stop`` is set (by SIGTERM/SIGINT when not given)."""
-    access = access_control(section)  # before the agent: a bad code file starts nothing
+    access = access_control(section)  # before the agent: a bad code or TLS file starts nothing
+    if section.tls is not None:
+        section.tls.check()
     agent = Agent.start(cfg)
     try:
         with RouteStore(section.routes_path, collector=cfg.collector) as store:
@@ -147,7 +150,8 @@ def _run(agent: Agent, store: RouteStore, app: FastAPI, section: HandheldSection
             signal.signal(signum, lambda *_: stop.set())
     cfg = agent.config
     syncing = None
-    with HandheldServer(app, section.listen_host, section.listen_port) as server:
+    with HandheldServer(app, section.listen_host, section.listen_port,
+                        tls=section.tls) as server:
         if cfg.sync is not None:
             client = SyncClient(agent.buffer, cfg.sync, version=__version__,
                                 on_route=RouteInbox(store))
