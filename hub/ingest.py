@@ -105,7 +105,6 @@ class ConflictError(ChainError):
 
 def authenticate(
     batch: Batch, collector: Collector, stored: Mapping[int, str], *, received_at: datetime,
-    parsed: Sequence[dict[str, Any] | ReadError] | None = None,
 ) -> Verdict:
     """Decide which of ``batch``'s reads to store; ``stored`` maps held seqs to their hashes.
 
@@ -113,8 +112,7 @@ def authenticate(
     reads must continue the stored chain and be signed with a key enrolled
     for their seq; the last new read's signature must verify. When the
     chain breaks partway, the linked prefix is kept if its own last read's
-    signature verifies (one more check), and the rest is refused. ``parsed``:
-    each read already through :func:`~hub.read_row.read_row` (:func:`received`).
+    signature verifies (one more check), and the rest is refused.
     """
     if batch.first_seq > collector.last_seq + 1:
         return Verdict(refusal=Refusal(
@@ -130,8 +128,7 @@ def authenticate(
     for offset, signed in enumerate(batch.reads):
         seq = batch.first_seq + offset
         try:
-            row = _checked_row(signed, seq, collector, received_at,
-                               parsed[offset] if parsed is not None else None)
+            row = _checked_row(signed, seq, collector, received_at)
             if seq <= collector.last_seq:
                 if stored.get(seq) != row["hash"]:
                     raise ConflictError(
@@ -166,12 +163,9 @@ def authenticate(
     return Verdict(rows, duplicates)
 
 
-def _checked_row(signed: SignedRead, seq: int, collector: Collector, received_at: datetime,
-                 parsed: dict[str, Any] | ReadError | None = None) -> dict[str, Any]:
-    if isinstance(parsed, ReadError):
-        raise parsed
-    row = parsed if parsed is not None else read_row(signed.data, signed.sig,
-                                                     received_at=received_at)
+def _checked_row(signed: SignedRead, seq: int, collector: Collector,
+                 received_at: datetime) -> dict[str, Any]:
+    row = read_row(signed.data, signed.sig, received_at=received_at)
     if row["collector"] != collector.id:
         raise WrongCollectorError(f"read belongs to collector {row['collector']!r}",
                                   collector=collector.id, seq=seq)
@@ -280,8 +274,7 @@ class Ingestor:
         return outcome
 
     def _store_in(self, conn: Connection, topic: str, payload: bytes, collector_id: str,
-                  batch: Batch, received_at: datetime,
-                  parsed: Sequence[dict[str, Any] | ReadError] | None = None,
+                  batch: Batch, received_at: datetime
                   ) -> tuple[IngestOutcome, list[dict[str, Any]]]:
         """Authenticate, insert, advance the tip, quarantine — in the caller's transaction."""
         verdict = Verdict()
@@ -291,7 +284,7 @@ class Ingestor:
             self._quarantine(conn, topic, payload, collector_id, refusal, received_at)
             through = collector.last_seq if collector else 0
         else:
-            verdict = self._authenticate(conn, batch, collector, received_at, parsed)
+            verdict = self._authenticate(conn, batch, collector, received_at)
             refusal = verdict.refusal
             through = collector.last_seq
             if verdict.new_rows:
@@ -342,7 +335,7 @@ class Ingestor:
                     assert batch is not None
                     outcome, new_rows = self._store_in(
                         conn, message.topic, message.payload, batch.collector, batch,
-                        message.received_at, message.rows)
+                        message.received_at)
                     if outcome.refusal is not None and outcome.refusal.reason == "seq_gap":
                         alone.append(index)
                     else:
@@ -370,12 +363,11 @@ class Ingestor:
         return outcomes
 
     def _authenticate(self, conn: Connection, batch: Batch, collector: Collector,
-                      received_at: datetime,
-                      parsed: Sequence[dict[str, Any] | ReadError] | None = None) -> Verdict:
+                      received_at: datetime) -> Verdict:
         overlap_end = min(batch.last_seq, collector.last_seq)
         stored = (stored_hashes(conn, collector.id, batch.first_seq, overlap_end)
                   if batch.first_seq <= overlap_end else {})
-        return authenticate(batch, collector, stored, received_at=received_at, parsed=parsed)
+        return authenticate(batch, collector, stored, received_at=received_at)
 
     @staticmethod
     def _logged(outcome: IngestOutcome, batch: Batch) -> IngestOutcome:
@@ -420,23 +412,18 @@ class Ingestor:
 
 @dataclass(frozen=True)
 class Received:
-    """A message as it came, and what can be made of it before the store is asked.
-
-    ``batch`` is ``None`` unless the message is one a collector may send on its
-    own reads topic (anything else takes :meth:`Ingestor.ingest`'s path, which
-    quarantines it with its reason); ``rows`` holds each read's row, or the
-    problem that parsing it found, for :func:`authenticate`.
-    """
+    """A message as it came, and when; ``batch`` is ``None`` unless it is one a collector may
+    send on its own reads topic (anything else takes :meth:`Ingestor.ingest`'s path, which
+    quarantines it with its reason)."""
 
     topic: str
     payload: bytes
     received_at: datetime
     batch: Batch | None = None
-    rows: tuple[dict[str, Any] | ReadError, ...] | None = None
 
 
 def received(topic: str, payload: bytes, *, received_at: datetime) -> Received:
-    """Decode and parse a message without the store: the part of ingest that needs no lock."""
+    """Decode a message's envelope without the store: the part of ingest that needs no lock."""
     try:
         collector_id, kind = parse_topic(topic)
         batch = decode_batch(payload)
@@ -444,15 +431,7 @@ def received(topic: str, payload: bytes, *, received_at: datetime) -> Received:
         return Received(topic, payload, received_at)
     if kind != "reads" or batch.collector != collector_id:
         return Received(topic, payload, received_at)
-    return Received(topic, payload, received_at, batch,
-                    tuple(_parsed(signed, received_at) for signed in batch.reads))
-
-
-def _parsed(signed: SignedRead, received_at: datetime) -> dict[str, Any] | ReadError:
-    try:
-        return read_row(signed.data, signed.sig, received_at=received_at)
-    except ReadError as exc:
-        return exc
+    return Received(topic, payload, received_at, batch)
 
 
 def _registry_refusal(collector_id: str, collector: Collector | None, batch: Batch) -> Refusal:
