@@ -1,6 +1,4 @@
-"""Atomic file writes, and reading secret files only when they are kept secret.
-
-After a crash or power cut a file written here is old or new, never half-written.
+"""Atomic file writes: after a crash or power cut a file is old or new, never half-written.
 
 The temporary file is created beside the target (same filesystem, so the final
 rename is atomic), with its final permissions from the first byte — a key is
@@ -11,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from pathlib import Path
 
@@ -49,25 +46,3 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class PrivateFileError(Exception):
-    """A secret file that cannot be read, or others may read; names the file, never its text."""
-
-
-def read_private_file(path: Path, *, what: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of the secret ``path`` (a longer file shows as too long).
-
-    Refused, like the signing key, when group or others have any access to it:
-    a token or code others can read is no longer a secret.
-    """
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise PrivateFileError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    if mode & 0o077:
-        raise PrivateFileError(f"{path}: mode {mode:04o} lets others read {what}; it must be "
-                               f"0600 (run: chmod 600 {path})")
-    return data

@@ -40,8 +40,9 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from edge_agent.files import PrivateFileError, read_private_file, write_atomic
+from edge_agent.files import write_atomic
 from edge_agent.tls_config import TlsSettings
+from protocols.private_files import PrivateFileError, read_private_file
 from protocols.time_zones import load_zone
 from protocols.web_paths import is_loopback
 

@@ -55,9 +55,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from pydantic import ConfigDict, Field, model_validator
 
-from edge_agent.files import PrivateFileError, read_private_file
 from edge_agent.tls_config import TlsSettings
 from protocols.driver import MeterError
+from protocols.private_files import PrivateFileError, read_private_file
 from protocols.web_paths import is_loopback
 from protocols.web_server import TlsError, WebServer
 

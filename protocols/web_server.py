@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import Self
 
 import uvicorn
 from fastapi import FastAPI
+
+from protocols.private_files import PrivateFileError, private_mode
 
 
 class TlsError(ValueError):
@@ -42,13 +43,9 @@ class TlsFiles:
     def check(self) -> None:
         """Raise :class:`TlsError` unless the pair loads and the key is its owner's only."""
         try:
-            mode = stat.S_IMODE(self.key_file.stat().st_mode)
-        except OSError as exc:
-            raise TlsError(f"{self.key_file}: cannot read the TLS key: "
-                           f"{exc.strerror or exc}") from None
-        if mode & 0o077:
-            raise TlsError(f"{self.key_file}: mode {mode:04o} lets others read the TLS key; it "
-                           f"must be 0600 (run: chmod 600 {self.key_file})")
+            private_mode(self.key_file, what="the TLS key")
+        except PrivateFileError as exc:
+            raise TlsError(str(exc)) from None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(self.cert_file, self.key_file)
