@@ -145,15 +145,16 @@ class HubMetrics:
                              if store is not None else None)
         if self.store_gauges is not None:
             registry.register(self.store_gauges)
+        self.exposed = self._exposed()
+        """What ``/metrics`` answers with: :attr:`registry` or, under ``--workers``, every
+        worker's counts summed (from ``$PROMETHEUS_MULTIPROC_DIR``) and the store's gauges."""
 
-    def exposition_registry(self) -> CollectorRegistry:
-        """What ``/metrics`` answers with: this process's registry or, under ``--workers``,
-        every worker's counts summed (from ``$PROMETHEUS_MULTIPROC_DIR``) and the store's."""
+    def _exposed(self) -> CollectorRegistry:
         shared = os.environ.get(METRICS_DIR_ENV)
         if not shared:
             return self.registry
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=shared)
+        multiprocess.MultiProcessCollector(registry, path=shared)  # reads the files per scrape
         if self.store_gauges is not None:
             registry.register(self.store_gauges)
         return registry
@@ -185,7 +186,7 @@ class HubMetrics:
     def exposition(self) -> bytes:
         """Everything in the Prometheus text format (what ``/metrics`` answers)."""
         encoder, _ = choose_encoder("")
-        return encoder(self.registry)
+        return encoder(self.exposed)
 
 
 def batch_outcome(outcome: IngestOutcome) -> str:
@@ -298,6 +299,6 @@ def metrics_route(metrics: HubMetrics) -> Callable[..., Response]:
 
     def scrape(request: Request, _who: Annotated[Principal, Depends(VIEWER)]) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics.exposition_registry()), media_type=content_type)
+        return Response(encoder(metrics.exposed), media_type=content_type)
 
     return scrape
